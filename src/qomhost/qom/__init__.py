@@ -1,0 +1,1 @@
+"""QEMU's object model (QOM): types, objects, properties and paths."""
