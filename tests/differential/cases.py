@@ -1,0 +1,1037 @@
+"""The differential case table, and the test that runs each case against QEMU 7.2
+and qomhost and compares the two (see README.md).
+
+No case states what the answer should be: QEMU's own behaviour is the expectation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pytest
+from harness import (
+    Case,
+    Normalizer,
+    Runner,
+    ScriptItem,
+    compare,
+    describe,
+    drop_stdout,
+    first_line_shape,
+    mask_query_version,
+    restrict_named_list,
+    restrict_type_list,
+)
+
+# --------------------------------------------------------------------------- scope
+# What qomhost implements for this issue; the normalisers compare only these.
+
+TYPES = ("object", "container", "user-creatable", "secret_common", "secret")
+CREATABLE = ("secret",)
+COMMANDS = (
+    "qmp_capabilities",
+    "quit",
+    "query-version",
+    "query-commands",
+    "query-name",
+    "object-add",
+    "object-del",
+    "qom-list",
+    "qom-get",
+    "qom-set",
+    "qom-list-types",
+    "qom-list-properties",
+    "human-monitor-command",
+)
+
+# --------------------------------------------------------------------------- fixed vectors
+# AES-256-CBC vectors, made once with the openssl CLI (kept here, not recomputed):
+#   K=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
+#   IV=a0a1a2a3a4a5a6a7a8a9aaabacadaeaf
+#   printf letmein | openssl enc -aes-256-cbc -K $K -iv $IV -a -A
+# The "-nopad" ones were encrypted from hand-built final blocks.
+# K2 = "letmein-letmein-letmein-letmein!" and K3 = "letmein-letmein-letmein-letmein\0"
+# (32 bytes each) are keys that are themselves stored encrypted under K, so that a
+# decrypted secret's exact bytes and length become visible: it must work as a key.
+
+KEY_B64 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+IV_B64 = "oKGio6SlpqeoqaqrrK2urw=="
+#: "letmein" under K, PKCS#7 padding; the same as raw bytes.
+CT_LETMEIN = "agVmoiJU2NXwRs1MV6hdaQ=="
+CT_LETMEIN_RAW = bytes.fromhex("6a0566a22254d8d5f046cd4c57a85d69")
+#: "letmein" + 8 x 09 + 0x11: a padding count of 17.
+CT_PAD17 = "M4mNugtLO4/LhPfCSPRlpQ=="
+#: "letmein" + 8 x 01 + 0x00: p == 0.
+CT_PAD0 = "zrbVLjvdlCf3qLqLObvcFQ=="
+#: "letmein" + 8 x 09 + 0x02: unequal padding bytes.
+CT_UNEQUAL = "ahtP/Va+b52HauhT0L9Q7w=="
+#: "letmein" + 9 x 09, then a whole block of 0x10: p == 16.
+CT_FULL16 = "agVmoiJU2NXwRs1MV6hdae9UZJwlQsyJEEo423rNDR0="
+#: bytes ff fe (not UTF-8) under K.
+CT_NOT_UTF8 = "zk2S7APDHHMnD+Hho890Tw=="
+#: K2 under K with PKCS#7 padding.
+CT_K2 = "FVLi2B3bFLmhO36WWa9Upp0xsMw0+sNEwBRsl849Ju8HMhtNXZ6IYwuegXzb06Fn"
+#: K2 + 15 x 01 + 0x10 under K (no padding added): p == 16 with unequal bytes -> K2.
+CT_K2_P16_UNEQUAL = "FVLi2B3bFLmhO36WWa9Upp0xsMw0+sNEwBRsl849Ju/dMmLKfcWtsdksoAzdOpYl"
+#: K2 + 14 x "A" + 09 02 under K: p == 2 with unequal bytes -> 46 bytes.
+CT_K2_P2_UNEQUAL = "FVLi2B3bFLmhO36WWa9Upp0xsMw0+sNEwBRsl849Ju8vLWF2CMQwMRRNFTKxHymQ"
+#: K3 under K (no padding added): its last byte 0x00 is p == 0 -> K3 unchanged.
+CT_K3_P0 = "FVLi2B3bFLmhO36WWa9UpmAU0CSx3KCz7js8AlXcN8I="
+#: "letmein" under K2 and under K3, PKCS#7 padding.
+CT_UNDER_K2 = "DLApK+UmLrn40e2oMWWOhw=="
+CT_UNDER_K3 = "jyxa7cXGmtgJ4HboZE28IQ=="
+
+# --------------------------------------------------------------------------- helpers
+
+BASE = ("-machine", "none", "-nodefaults", "-display", "none")
+QMP = (*BASE, "-qmp", "stdio")
+HMP = (*BASE, "-monitor", "stdio")
+CAPS: Mapping[str, object] = {"execute": "qmp_capabilities"}
+CAPS_OOB: Mapping[str, object] = {"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}
+S = "/objects/s"
+
+
+def ex(command: str, /, **arguments: object) -> dict[str, object]:
+    """``{"execute": command, "arguments": {...}}``; ``_`` in argument names becomes ``-``."""
+    msg: dict[str, object] = {"execute": command}
+    if arguments:
+        msg["arguments"] = {k.replace("_", "-"): v for k, v in arguments.items()}
+    return msg
+
+
+def with_id(msg: Mapping[str, object], id_: object) -> dict[str, object]:
+    return {**msg, "id": id_}
+
+
+def get(path: str, prop: str) -> dict[str, object]:
+    return ex("qom-get", path=path, property=prop)
+
+
+def qset(path: str, prop: str, value: object) -> dict[str, object]:
+    return ex("qom-set", path=path, property=prop, value=value)
+
+
+def qlist(path: str) -> dict[str, object]:
+    return ex("qom-list", path=path)
+
+
+def add(qom_type: str, id_: str, **props: object) -> dict[str, object]:
+    return ex("object-add", qom_type=qom_type, id=id_, **props)
+
+
+def hmc(line: str) -> dict[str, object]:
+    """``human-monitor-command``: HMP through QMP."""
+    return ex("human-monitor-command", command_line=line)
+
+
+def objects(specs: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for spec in specs:
+        out += ["-object", spec]
+    return tuple(out)
+
+
+def qmp(
+    name: str,
+    *script: ScriptItem,
+    objs: Iterable[str] = (),
+    first: Mapping[str, object] | None = CAPS,
+    quit: bool | None = None,
+    files: Mapping[str, bytes] | None = None,
+    normalize: Normalizer | None = None,
+    note: str = "",
+) -> Case:
+    """A QMP monitor on stdio, ``-object`` options, then ``first`` (capabilities
+    negotiation unless None), ``script`` and the automatic quit."""
+    lead: tuple[ScriptItem, ...] = () if first is None else (first,)
+    return Case(
+        name,
+        (*QMP, *objects(objs)),
+        (*lead, *script),
+        quit=quit,
+        files=files or {},
+        normalize=normalize,
+        note=note,
+    )
+
+
+def cli(
+    name: str,
+    *specs: str,
+    script: tuple[ScriptItem, ...] = (),
+    files: Mapping[str, bytes] | None = None,
+    note: str = "",
+) -> Case:
+    """``-object`` options under a QMP monitor (QEMU prints nothing on stdout when
+    they fail, the greeting and replies when they work)."""
+    return qmp(name, *script, objs=specs, files=files, note=note)
+
+
+def sec(
+    name: str,
+    *specs: str,
+    script: tuple[ScriptItem, ...] = (),
+    files: Mapping[str, bytes] | None = None,
+    note: str = "",
+) -> Case:
+    """Secrets on the command line; by default asks for ``loaded`` of ``s``."""
+    return cli(name, *specs, script=script or (get(S, "loaded"),), files=files, note=note)
+
+
+def bare(name: str, *args: str, normalize: Normalizer | None = None, note: str = "") -> Case:
+    """A command line without a monitor: it must exit by itself."""
+    return Case(name, tuple(args), normalize=normalize, note=note)
+
+
+def hmp(name: str, *lines: str, objs: Iterable[str] = (), note: str = "") -> Case:
+    """An HMP monitor on stdio; ``quit`` is sent last."""
+    return Case(name, (*HMP, *objects(objs)), (*lines, "quit"), note=note)
+
+
+ONE = ("secret,id=s,data=x",)
+HELP_LIST = restrict_type_list(CREATABLE)
+
+# --------------------------------------------------------------------------- -object: QemuOpts
+
+CLI_SYNTAX = [
+    cli("cli-basic", "secret,id=s,data=x", script=(get(S, "data"),)),
+    cli("cli-comma-escape", "secret,id=s,data=x,,y,,,,z", script=(get(S, "data"),)),
+    cli("cli-comma-escape-at-end", "secret,id=s,data=x,,", script=(get(S, "data"),)),
+    cli("cli-value-with-equals", "secret,id=s,data=a=b", script=(get(S, "data"),)),
+    cli("cli-explicit-qom-type", "qom-type=secret,id=s,data=x", script=(get(S, "type"),)),
+    cli("cli-qom-type-last", "id=s,data=x,qom-type=secret", script=(get(S, "data"),)),
+    cli(
+        "cli-qom-type-twice",
+        "qom-type=nosuch,qom-type=secret,id=s,data=x",
+        script=(get(S, "type"),),
+    ),
+    cli("cli-implied-and-explicit-type", "secret,qom-type=secret,id=s,data=x"),
+    cli("cli-empty-value", "secret,id=s,data=", script=(get(S, "data"), get(S, "loaded"))),
+    cli("cli-trailing-comma", "secret,id=s,data=x,", script=(get(S, "data"),)),
+    cli("cli-empty-key", "secret,id=s,=x,data=y"),
+    cli("cli-duplicate-key-last-wins", "secret,id=s,data=a,data=b", script=(get(S, "data"),)),
+    cli("cli-duplicate-id-key", "secret,id=a,id=b,data=x", script=(qlist("/objects"),)),
+    cli("cli-key-case-sensitive", "secret,ID=s,data=x"),
+    cli(
+        "cli-short-form-bool",
+        "secret,id=s,data",
+        script=(get(S, "data"),),
+        note="bare 'data' is data=on, with a deprecation warning",
+    ),
+    cli("cli-short-form-no", "secret,id=s,nodata", script=(get(S, "data"),)),
+    cli("cli-short-form-loaded", "secret,id=s,data=x,loaded"),
+    cli("cli-loaded-off", "secret,id=s,data=x,loaded=off"),
+    cli("cli-loaded-bad-bool", "secret,id=s,data=x,loaded=maybe"),
+    cli("cli-unknown-key", "secret,id=s,data=x,bogus=1"),
+    cli("cli-unknown-key-and-no-id", "secret,bogus=1"),
+    cli("cli-missing-id", "secret,data=x"),
+    cli("cli-missing-type", "id=s,data=x"),
+    cli("cli-empty-string", ""),
+    cli("cli-only-commas", ",,"),
+    cli("cli-empty-id", "secret,id=,data=x"),
+    cli("cli-bad-id-underscore", "secret,id=_a,data=x"),
+    cli("cli-bad-id-digit", "secret,id=1x,data=x"),
+    cli("cli-bad-id-slash", "secret,id=a/b,data=x"),
+    cli("cli-bad-id-space", "secret,id=a b,data=x"),
+    cli("cli-bad-id-non-ascii", "secret,id=é,data=x"),
+    cli(
+        "cli-odd-but-valid-ids",
+        "secret,id=x..,data=1",
+        "secret,id=A9,data=2",
+        "secret,id=a-b.c_d,data=3",
+        script=(qlist("/objects"),),
+    ),
+    cli("cli-duplicate-id", "secret,id=a,data=x", "secret,id=a,data=y"),
+    cli(
+        "cli-duplicate-id-json",
+        "secret,id=a,data=x",
+        '{"qom-type":"secret","id":"a","data":"y"}',
+        note="the JSON form bypasses QemuOpts: the duplicate is found when adding the child",
+    ),
+    cli("cli-unknown-type", "nosuch,id=x"),
+    cli("cli-abstract-type", "secret_common,id=x"),
+    cli("cli-container", "container,id=x"),
+    cli("cli-object-type", "object,id=x"),
+    cli("cli-interface-type", "user-creatable,id=x"),
+    cli("cli-type-case-sensitive", "Secret,id=x,data=y"),
+    cli(
+        "cli-complete-error-no-prefix",
+        "secret,id=s",
+        note="complete() errors carry no '-object ...:' location prefix",
+    ),
+    cli("cli-second-object-fails", "secret,id=a,data=x", "secret,id=b"),
+    cli("cli-first-object-fails", "secret,id=a", "secret,id=b,data=x"),
+    cli(
+        "cli-parse-error-wins",
+        "secret,id=a",
+        "secret,id=b,bogus=1",
+        note="all options are parsed before any object is created",
+    ),
+    cli(
+        "cli-object-order",
+        "secret,id=b,data=1",
+        "secret,id=a,data=2",
+        "secret,id=c,data=3",
+        script=(qlist("/objects"), hmc("info qom-tree /objects")),
+    ),
+    bare("cli-no-monitor-parse-error", *BASE, "-object", "secret,id=s,bogus=1"),
+    bare("cli-no-monitor-complete-error", *BASE, "-object", "secret,id=s"),
+    bare("cli-name-error-first", *BASE, "-name", "a,bogus=1", "-object", "secret,id=s,bogus=1"),
+    bare("cli-object-error-first", *BASE, "-object", "secret,id=s,bogus=1", "-name", "a,bogus=1"),
+]
+
+# --------------------------------------------------------------------------- -object: JSON
+
+CLI_JSON = [
+    cli(
+        "json-basic",
+        '{"qom-type":"secret","id":"s","data":"x"}',
+        script=(get(S, "data"), get(S, "format")),
+    ),
+    cli("json-format-base64", '{"qom-type":"secret","id":"s","data":"QUJD","format":"base64"}'),
+    cli("json-syntax-error", '{"qom-type":"secret","id":"s",'),
+    cli("json-bad-keyword", '{"qom-type":"secret","id":garbage}'),
+    cli("json-trailing-comma", '{"qom-type":"secret","id":"s","data":"x",}'),
+    cli("json-empty-object", "{}"),
+    cli("json-data-int", '{"qom-type":"secret","id":"s","data":1}'),
+    cli("json-id-int", '{"qom-type":"secret","id":1,"data":"x"}'),
+    cli("json-type-int", '{"qom-type":1,"id":"s"}'),
+    cli("json-unknown-member", '{"qom-type":"secret","id":"s","data":"x","bogus":1}'),
+    cli("json-missing-id", '{"qom-type":"secret","data":"x"}'),
+    cli("json-missing-type", '{"id":"s","data":"x"}'),
+    cli("json-unknown-type", '{"qom-type":"nosuch","id":"s"}'),
+    cli("json-bad-format", '{"qom-type":"secret","id":"s","data":"x","format":"hex"}'),
+    cli("json-loaded-true", '{"qom-type":"secret","id":"s","data":"x","loaded":true}'),
+    cli(
+        "json-bad-id",
+        '{"qom-type":"secret","id":"1x","data":"x"}',
+        note="unlike the QemuOpts form, no location prefix",
+    ),
+    cli("json-complete-error", '{"qom-type":"secret","id":"s"}'),
+    cli("json-trailing-garbage", '{"qom-type":"secret","id":"s","data":"x"} x'),
+    cli("json-two-values", '{"qom-type":"secret","id":"s","data":"x"}{}'),
+    cli("json-duplicate-key", '{"qom-type":"secret","id":"s","data":"x","data":"y"}'),
+    cli(
+        "json-leading-space",
+        ' {"qom-type":"secret","id":"s","data":"x"}',
+        note="only a value starting with '{' is JSON; this one is QemuOpts",
+    ),
+    cli(
+        "json-nul-escape",
+        '{"qom-type":"secret","id":"s","data":"a\\u0000b"}',
+        script=(get(S, "data"),),
+    ),
+    cli(
+        "json-non-ascii",
+        '{"qom-type":"secret","id":"s","data":"caf\\u00e9 \\ud83d\\ude00"}',
+        script=(get(S, "data"),),
+    ),
+    cli(
+        "json-single-quotes",
+        "{'qom-type':'secret','id':'s','data':'x'}",
+        script=(get(S, "data"),),
+    ),
+]
+
+# --------------------------------------------------------------------------- -object help
+
+CLI_HELP = [
+    bare("help-list", "-object", "help", normalize=HELP_LIST, note="only qomhost's types"),
+    bare("help-list-question-mark", "-object", "?", normalize=HELP_LIST),
+    bare("help-list-then-type", "-object", "help,secret", normalize=HELP_LIST),
+    bare("help-secret", "-object", "secret,help"),
+    bare("help-secret-question-mark", "-object", "secret,?"),
+    bare("help-secret-help-value", "-object", "secret,help=foo"),
+    bare("help-secret-with-id", "-object", "secret,id=s,help"),
+    bare("help-secret-explicit-type", "-object", "qom-type=secret,help"),
+    bare("help-container", "-object", "container,help"),
+    bare("help-abstract", "-object", "secret_common,help"),
+    bare("help-interface", "-object", "user-creatable,help"),
+    bare("help-unknown-type", "-object", "nosuch,help"),
+    bare("help-json", "-object", '{"qom-type":"secret","help":true}'),
+    bare(
+        "help-after-failing-object",
+        *BASE,
+        "-object",
+        "secret,id=s",
+        "-object",
+        "secret,help",
+        note="help is printed while parsing, before objects are created",
+    ),
+    bare("help-after-parse-error", *BASE, "-object", "secret,bogus=1", "-object", "secret,help"),
+    bare("help-before-unknown-option", "-object", "secret,help", "-bogus"),
+]
+
+# --------------------------------------------------------------------------- other flags
+
+FLAGS = [
+    Case("flag-name", (*QMP, "-name", "foo"), (CAPS, ex("query-name"))),
+    Case(
+        "flag-name-guest-debug-threads",
+        (*QMP, "-name", "guest=foo,debug-threads=on"),
+        (CAPS, ex("query-name")),
+    ),
+    Case("flag-name-absent", QMP, (CAPS, ex("query-name"))),
+    Case("flag-name-bad-key", (*QMP, "-name", "foo,bogus=1"), (CAPS, ex("query-name"))),
+    Case("flag-name-twice", (*QMP, "-name", "a", "-name", "b"), (CAPS, ex("query-name"))),
+    Case("flag-name-empty", (*QMP, "-name", ""), (CAPS, ex("query-name"))),
+    Case("flag-version", ("-version",), normalize=first_line_shape),
+    Case("flag-help", ("-h",), normalize=drop_stdout, note="only status and stderr compared"),
+    Case("flag-S", (*QMP, "-S"), (CAPS, qlist("/"))),
+    Case("flag-unknown", (*BASE, "-bogus")),
+    Case("flag-unknown-double-dash", (*BASE, "--bogus")),
+    Case(
+        "flag-double-dash-object", (*QMP, "--object", "secret,id=s,data=x"), (CAPS, get(S, "data"))
+    ),
+    Case("flag-missing-argument", (*BASE, "-object")),
+    Case("flag-missing-argument-qmp", (*BASE, "-qmp")),
+    Case("flag-positional", (*BASE, "no-such-disk.img"), note="a disk image argument"),
+    Case(
+        "flag-qmp-pretty",
+        (*BASE, "-qmp-pretty", "stdio", "-object", "secret,id=s,data=x"),
+        (CAPS, get(S, "data"), qlist(S), ex("nope"), with_id(ex("query-name"), [1, {}])),
+    ),
+    Case(
+        "flag-chardev-mon-control",
+        (*BASE, "-chardev", "stdio,id=m", "-mon", "chardev=m,mode=control"),
+        (CAPS, ex("query-name")),
+    ),
+    Case(
+        "flag-chardev-mon-pretty",
+        (*BASE, "-chardev", "stdio,id=m", "-mon", "chardev=m,mode=control,pretty=on"),
+        (CAPS, ex("query-name")),
+    ),
+    Case(
+        "flag-chardev-mon-readline",
+        (*BASE, "-chardev", "stdio,id=m", "-mon", "chardev=m,mode=readline"),
+        ("qom-list /", "quit"),
+    ),
+]
+
+# --------------------------------------------------------------------------- HMP on stdio
+
+HMP_CASES = [
+    hmp("hmp-info-qom-tree", "info qom-tree", "info qom-tree /objects", objs=ONE),
+    hmp("hmp-info-qom-tree-no-objects", "info qom-tree /objects"),
+    hmp("hmp-qom-list", "qom-list /objects", "qom-list /objects/s", "qom-list", objs=ONE),
+    hmp(
+        "hmp-qom-get-set",
+        "qom-get /objects/s data",
+        "qom-set /objects/s format base64",
+        "qom-get /objects/s format",
+        "qom-set /objects/s format hex",
+        "qom-set /objects/s loaded on",
+        "qom-get /objects/s loaded",
+        "qom-get /objects/s nosuch",
+        "qom-get /nosuch data",
+        objs=ONE,
+    ),
+    hmp(
+        "hmp-qom-set-json",
+        'qom-set -j /objects/s data "y"',
+        "qom-get /objects/s data",
+        "qom-set -j /objects/s data 1",
+        objs=ONE,
+    ),
+    hmp("hmp-qom-set-missing-value", "qom-set /objects/s data", objs=ONE),
+    hmp(
+        "hmp-object-add-del",
+        "object_add secret,id=t,data=y",
+        "qom-get /objects/t data",
+        "object_del t",
+        "object_del t",
+        "qom-list /objects",
+    ),
+    hmp(
+        "hmp-object-add-errors",
+        "object_add secret,id=t",
+        "object_add secret,id=1t,data=x",
+        "object_add secret,id=t,data",
+        "object_add secret,id=t,data=x,bogus=1",
+        "object_add nosuch,id=t",
+        "object_add secret,data=x",
+        "object_add",
+    ),
+    hmp("hmp-object-add-help", "object_add secret,help"),
+    hmp("hmp-help-commands", "help qom-get", "help qom-set", "help object_add"),
+    hmp("hmp-unknown-command", "bogus", "info bogus"),
+    hmp("hmp-empty-lines", "", "   ", "qom-list /"),
+]
+
+# --------------------------------------------------------------------------- QMP protocol
+
+NESTED = "[" * 1025 + "]" * 1025
+
+PROTOCOL = [
+    qmp("qmp-before-capabilities", qlist("/"), CAPS, first=None),
+    qmp("qmp-quit-before-capabilities", ex("quit"), CAPS, first=None),
+    qmp("qmp-capabilities-twice", CAPS),
+    qmp("qmp-capabilities-oob", first=CAPS_OOB),
+    qmp(
+        "qmp-capabilities-oob-twice",
+        first={"execute": "qmp_capabilities", "arguments": {"enable": ["oob", "oob"]}},
+    ),
+    qmp(
+        "qmp-capabilities-bad",
+        CAPS,
+        first={"execute": "qmp_capabilities", "arguments": {"enable": ["foo"]}},
+    ),
+    qmp("qmp-capabilities-empty-enable", first=ex("qmp_capabilities", enable=[])),
+    qmp("qmp-capabilities-enable-not-list", CAPS, first=ex("qmp_capabilities", enable="oob")),
+    qmp("qmp-capabilities-unknown-arg", CAPS, first=ex("qmp_capabilities", x=1)),
+    qmp(
+        "qmp-id-echo",
+        with_id(ex("query-name"), 1),
+        with_id(ex("query-name"), "x"),
+        with_id(ex("query-name"), None),
+        with_id(ex("query-name"), [1, "a", {"b": True}]),
+        with_id(ex("query-name"), {"z": 1, "a": [2.5, 0], "m": {}}),
+        with_id(ex("query-name"), 1.5),
+        with_id(ex("query-name"), False),
+        with_id(ex("nope"), 7),
+        {"id": 8, "execute": "qom-get", "arguments": {"path": "/nosuch", "property": "x"}},
+    ),
+    qmp(
+        "qmp-id-before-caps",
+        with_id(ex("query-name"), 3),
+        with_id(CAPS, 4),
+        first=None,
+    ),
+    qmp("qmp-unknown-command", ex("nope"), ex("Query-Name"), ex("")),
+    qmp("qmp-unknown-argument", ex("query-name", extra=1), ex("qom-list", path="/", extra=1)),
+    qmp("qmp-missing-argument", ex("qom-list"), ex("qom-get", path="/"), ex("object-del")),
+    qmp(
+        "qmp-wrong-argument-type",
+        ex("qom-list", path=1),
+        ex("qom-get", path="/", property=None),
+        ex("qom-list-types", abstract="yes"),
+        ex("object-del", id=["s"]),
+    ),
+    qmp("qmp-non-object-input", "[]", "1", '"x"', "null", "true", ex("query-name")),
+    qmp("qmp-missing-execute", "{}", '{"arguments":{}}', '{"id":1}'),
+    qmp("qmp-execute-not-string", '{"execute":1}', '{"execute":null,"id":2}'),
+    qmp(
+        "qmp-arguments-not-object",
+        '{"execute":"query-name","arguments":[]}',
+        '{"execute":"query-name","arguments":null,"id":"a"}',
+    ),
+    qmp(
+        "qmp-unknown-top-level",
+        '{"execute":"query-name","control":1}',
+        '{"execute":"query-name","id":1,"foo":2}',
+    ),
+    qmp("qmp-json-syntax-error", "garbage", ex("query-name")),
+    qmp("qmp-json-trailing-comma", '{"execute":"query-name",}', ex("query-name")),
+    qmp("qmp-json-missing-colon", '{"execute" "query-name"}', ex("query-name")),
+    qmp("qmp-json-stray-close", "}", "]", ex("query-name")),
+    qmp("qmp-json-duplicate-key", '{"execute":"query-name","execute":"nope"}', ex("query-name")),
+    qmp(
+        "qmp-json-single-quotes",
+        "{'execute':'query-name'}",
+        "{'execute':'qom-get','arguments':{'path':'/','property':'type'},'id':'it\\'s \"q\"'}",
+    ),
+    qmp("qmp-json-two-on-one-line", '{"execute":"query-name"}{"execute":"query-name","id":2}'),
+    qmp("qmp-json-split-over-lines", b'{"execute":\n"query-name",\n"id":\n1}'),
+    qmp("qmp-json-whitespace-lines", "", "   ", "\t", ex("query-name")),
+    qmp("qmp-json-bad-escape", '{"execute":"query-name","id":"\\q"}', ex("query-name")),
+    qmp(
+        "qmp-json-string-escapes",
+        '{"execute":"query-name","id":"\\u00e9\\/\\b\\f\\n\\t\\"\\\\\\u001f\\u007f"}',
+    ),
+    qmp(
+        "qmp-json-numbers",
+        '{"execute":"query-name","id":[0.1,-0.0,1e300,100000000000000000000,'
+        "-9223372036854775808,9223372036854775807,18446744073709551615,1.0,"
+        "123456789.125,1E-7,-5e-324,1e3,-0]}",
+        note="QEMU prints doubles with %.17g",
+    ),
+    qmp("qmp-json-nesting-limit", '{"execute":"query-name","id":' + NESTED + "}", ex("query-name")),
+    qmp(
+        "qmp-json-invalid-utf8",
+        b'{"execute":"query-name","id":"\xff"}',
+        ex("query-name"),
+        ex("query-name"),
+        note="one bad byte costs two error replies",
+    ),
+    qmp("qmp-exec-oob-without-oob", '{"exec-oob":"query-name"}', ex("query-name")),
+    qmp(
+        "qmp-exec-oob-after-oob",
+        '{"exec-oob":"query-name","id":1}',
+        '{"exec-oob":"migrate-pause","id":2}',
+        '{"exec-oob":1}',
+        '{"execute":"query-name","exec-oob":"query-name","id":3}',
+        first=CAPS_OOB,
+        note="out-of-band lines overtake queued in-band ones, so in-band lines come last",
+    ),
+    qmp("qmp-quit", ex("quit"), quit=False),
+    qmp("qmp-quit-with-id", with_id(ex("quit"), "bye"), quit=False),
+    qmp("qmp-commands-after-quit", ex("quit"), ex("query-name"), quit=False),
+    qmp("qmp-query-name", ex("query-name")),
+    qmp("qmp-query-version", ex("query-version"), normalize=mask_query_version),
+    qmp("qmp-query-commands", ex("query-commands"), normalize=restrict_named_list(COMMANDS)),
+]
+
+# --------------------------------------------------------------------------- QOM commands
+
+TYPE_LIST = restrict_named_list(TYPES)
+
+QOM = [
+    qmp("qom-list-root-no-objects", qlist("/")),
+    qmp("qom-list-root-with-object", qlist("/"), objs=ONE),
+    qmp("qom-list-objects-missing", qlist("/objects"), get("/objects", "type")),
+    qmp("qom-list-objects", qlist("/objects"), objs=ONE),
+    qmp("qom-list-secret", qlist(S), objs=ONE),
+    qmp("qom-list-bad-path", qlist("/nosuch"), qlist("/objects/nosuch"), objs=ONE),
+    qmp(
+        "qom-list-partial-paths",
+        qlist("s"),
+        qlist("objects/s"),
+        qlist("objects"),
+        qlist(""),
+        qlist("nosuch"),
+        objs=ONE,
+    ),
+    qmp(
+        "qom-list-path-forms",
+        qlist("//objects"),
+        qlist("/objects/s/"),
+        qlist("/objects/../objects"),
+        qlist("/objects/./s"),
+        qlist("///"),
+        objs=ONE,
+    ),
+    qmp(
+        "qom-objects-created-lazily",
+        add("secret", "t", data="x", bogus=1),
+        qlist("/objects"),
+        add("secret", "1t", data="x"),
+        qlist("/objects"),
+        add("secret", "t", data="x", loaded=True),
+        qlist("/objects"),
+        add("secret", "t"),
+        qlist("/objects"),
+        note="which failures create /objects",
+    ),
+    qmp("qom-objects-created-by-object-del", ex("object-del", id="x"), qlist("/objects")),
+    qmp(
+        "qom-get-secret-properties",
+        *(get(S, p) for p in ("data", "file", "format", "keyid", "iv", "loaded", "type")),
+        objs=("secret,id=s,data=x,iv=garbage!",),
+    ),
+    qmp(
+        "qom-get-errors",
+        get(S, "x"),
+        get("/objects/nosuch", "type"),
+        get("/", "nosuch"),
+        get("s", "data"),
+        get("", "type"),
+        objs=ONE,
+    ),
+    qmp(
+        "qom-get-child",
+        get("/", "objects"),
+        get("/objects", "s"),
+        get("/", "type"),
+        get("/objects", "type"),
+        objs=ONE,
+    ),
+    qmp(
+        "qom-set-valid",
+        qset(S, "data", "y"),
+        get(S, "data"),
+        qset(S, "format", "base64"),
+        get(S, "format"),
+        qset(S, "keyid", "k"),
+        get(S, "keyid"),
+        qset(S, "iv", "zz"),
+        get(S, "iv"),
+        qset(S, "file", "/nonexistent"),
+        get(S, "file"),
+        get(S, "loaded"),
+        objs=ONE,
+    ),
+    qmp(
+        "qom-set-invalid",
+        qset(S, "type", "x"),
+        qset(S, "loaded", True),
+        qset(S, "loaded", False),
+        qset(S, "data", 1),
+        qset(S, "data", None),
+        qset(S, "data", ["x"]),
+        qset(S, "format", "hex"),
+        qset(S, "format", 1),
+        qset(S, "nosuch", "x"),
+        qset("/objects", "s", "x"),
+        qset("/nosuch", "data", "x"),
+        ex("qom-set", path=S, property="data"),
+        get(S, "data"),
+        objs=ONE,
+    ),
+    qmp("qom-list-types-default", ex("qom-list-types"), normalize=TYPE_LIST),
+    qmp("qom-list-types-abstract", ex("qom-list-types", abstract=True), normalize=TYPE_LIST),
+    qmp(
+        "qom-list-types-implements-secret-common",
+        ex("qom-list-types", implements="secret_common"),
+        normalize=TYPE_LIST,
+    ),
+    qmp(
+        "qom-list-types-implements-secret-common-abstract",
+        ex("qom-list-types", implements="secret_common", abstract=True),
+        normalize=TYPE_LIST,
+    ),
+    qmp(
+        "qom-list-types-abstract-false",
+        ex("qom-list-types", implements="secret_common", abstract=False),
+        normalize=TYPE_LIST,
+    ),
+    qmp(
+        "qom-list-types-implements-secret",
+        ex("qom-list-types", implements="secret"),
+        ex("qom-list-types", implements="secret", abstract=True),
+    ),
+    qmp(
+        "qom-list-types-implements-container",
+        ex("qom-list-types", implements="container", abstract=True),
+        normalize=TYPE_LIST,
+    ),
+    qmp(
+        "qom-list-types-implements-user-creatable",
+        ex("qom-list-types", implements="user-creatable", abstract=True),
+        normalize=TYPE_LIST,
+    ),
+    qmp("qom-list-types-implements-unknown", ex("qom-list-types", implements="nosuch")),
+    qmp("qom-list-properties-secret", ex("qom-list-properties", typename="secret")),
+    qmp("qom-list-properties-secret-common", ex("qom-list-properties", typename="secret_common")),
+    qmp("qom-list-properties-object", ex("qom-list-properties", typename="object")),
+    qmp("qom-list-properties-container", ex("qom-list-properties", typename="container")),
+    qmp("qom-list-properties-interface", ex("qom-list-properties", typename="user-creatable")),
+    qmp("qom-list-properties-unknown", ex("qom-list-properties", typename="nosuch")),
+    qmp("qom-list-properties-missing", ex("qom-list-properties")),
+    qmp(
+        "object-add-del",
+        add("secret", "s", data="x"),
+        qlist("/objects"),
+        get(S, "data"),
+        ex("object-del", id="s"),
+        qlist("/objects"),
+        ex("object-del", id="s"),
+        add("secret", "s", data="again"),
+        get(S, "data"),
+    ),
+    qmp("object-add-order", *(add("secret", i, data=i) for i in "qwertyuiop"), qlist("/objects")),
+    qmp("object-del-unknown", ex("object-del", id="x"), ex("object-del", id="")),
+    qmp("object-del-cli-object", ex("object-del", id="s"), qlist("/objects"), objs=ONE),
+    qmp("object-add-duplicate", add("secret", "s", data="y"), get(S, "data"), objs=ONE),
+    qmp(
+        "object-add-errors",
+        add("secret", "t", data="x", bogus=1),
+        add("secret", "t"),
+        add("secret", "1t", data="x"),
+        add("secret", "", data="x"),
+        add("secret", "é", data="x"),
+        add("nosuch", "t"),
+        add("secret_common", "t"),
+        add("container", "t"),
+        add("user-creatable", "t"),
+        add("object", "t"),
+        ex("object-add", id="t", data="x"),
+        ex("object-add", qom_type="secret", data="x"),
+        add("secret", "t", data=1),
+        add("secret", "t", data="x", format="hex"),
+        add("secret", "t", data="x", loaded=True),
+        add("secret", "t", data="x", loaded=False),
+        add("secret", "t", data="x", file="/nonexistent"),
+        ex("object-add", qom_type="secret", id="t", props={"data": "x"}),
+        qlist("/objects"),
+    ),
+    qmp(
+        "object-add-failed-complete-leaves-nothing",
+        add("secret", "t"),
+        qlist("/objects"),
+        add("secret", "t", data="ok"),
+        qlist("/objects"),
+    ),
+]
+
+HMC = [
+    qmp(
+        "hmc-qom-commands",
+        hmc("info qom-tree /objects"),
+        hmc("info qom-tree /nosuch"),
+        hmc("qom-list /objects"),
+        hmc("qom-list /objects/s"),
+        hmc("qom-list"),
+        hmc("qom-get /objects/s data"),
+        hmc("qom-set /objects/s format base64"),
+        hmc("qom-get /objects/s format"),
+        hmc("qom-set /objects/s format hex"),
+        hmc("qom-get /objects/s nosuch"),
+        objs=ONE,
+    ),
+    qmp("hmc-info-qom-tree-default", hmc("info qom-tree"), objs=ONE),
+    qmp(
+        "hmc-object-add-del",
+        hmc("object_add secret,id=t,data=y"),
+        hmc("qom-get /objects/t data"),
+        hmc("object_del t"),
+        hmc("object_del t"),
+        hmc("object_add secret,id=1t,data=x"),
+        hmc("object_add secret,id=t"),
+        hmc("object_add secret,id=t,data"),
+        hmc("object_add secret,id=t,data=x,bogus=1"),
+    ),
+    qmp("hmc-unknown", hmc("bogus"), hmc(""), hmc("info bogus")),
+    qmp("hmc-help", hmc("help qom-set"), hmc("help qom-get"), hmc("help qom-list")),
+    qmp(
+        "hmc-errors",
+        ex("human-monitor-command"),
+        ex("human-monitor-command", command_line=1),
+        ex("human-monitor-command", command_line="qom-list /", cpu_index=0),
+    ),
+]
+
+# --------------------------------------------------------------------------- secret
+
+SECRET = [
+    sec("secret-raw", "secret,id=s,data=letmein", script=(get(S, "data"), get(S, "format"))),
+    sec("secret-base64", "secret,id=s,data=QUJD,format=base64", script=(get(S, "data"),)),
+    sec("secret-base64-partial-group", "secret,id=s,data=QUJDRA,format=base64"),
+    sec("secret-base64-inner-equals", "secret,id=s,data=QU=JD,format=base64"),
+    sec("secret-base64-hunter2", "secret,id=s,data=hunter2,format=base64"),
+    sec("secret-base64-single-char", "secret,id=s,data=Q,format=base64"),
+    sec("secret-base64-empty", "secret,id=s,data=,format=base64"),
+    sec("secret-base64-all-padding", "secret,id=s,data=====,format=base64"),
+    sec("secret-base64-space", "secret,id=s,data=QUJ D,format=base64"),
+    sec("secret-base64-bad-char", "secret,id=s,data=QUJD!,format=base64"),
+    sec("secret-base64-url-alphabet", "secret,id=s,data=QU-_,format=base64"),
+    sec(
+        "secret-base64-json-newline",
+        '{"qom-type":"secret","id":"s","data":"QUJD\\nREVG","format":"base64"}',
+    ),
+    sec(
+        "secret-base64-json-cr",
+        '{"qom-type":"secret","id":"s","data":"QUJD\\r\\nREVG","format":"base64"}',
+    ),
+    sec(
+        "secret-base64-json-tab",
+        '{"qom-type":"secret","id":"s","data":"QUJD\\tREVG","format":"base64"}',
+    ),
+    sec(
+        "secret-file-base64-newlines",
+        "secret,id=s,file={tmp}/b64,format=base64",
+        files={"b64": b"QUJD\nREVG\n"},
+    ),
+    sec(
+        "secret-file-base64-crlf",
+        "secret,id=s,file={tmp}/b64,format=base64",
+        files={"b64": b"QUJD\r\n"},
+    ),
+    sec(
+        "secret-file-base64-nul",
+        "secret,id=s,file={tmp}/b64,format=base64",
+        files={"b64": b"QUJD\x00REVG"},
+    ),
+    sec(
+        "secret-file-raw",
+        "secret,id=s,file={tmp}/pw",
+        files={"pw": b"letmein\n"},
+        script=(get(S, "file"), get(S, "data"), get(S, "loaded")),
+    ),
+    sec("secret-file-empty", "secret,id=s,file={tmp}/pw", files={"pw": b""}),
+    sec("secret-file-binary", "secret,id=s,file={tmp}/pw", files={"pw": b"\x00\xff\x01"}),
+    sec("secret-file-missing", "secret,id=s,file={tmp}/nonexistent"),
+    sec("secret-file-directory", "secret,id=s,file={tmp}"),
+    sec("secret-file-empty-path", "secret,id=s,file="),
+    sec("secret-file-relative", "secret,id=s,file=pw", files={"pw": b"x"}, note="cwd is {tmp}"),
+    sec("secret-file-and-data", "secret,id=s,file={tmp}/pw,data=x", files={"pw": b"x"}),
+    sec("secret-neither", "secret,id=s"),
+    sec("secret-neither-with-format", "secret,id=s,format=base64"),
+    sec("secret-empty-data", "secret,id=s,data=", script=(get(S, "data"), get(S, "loaded"))),
+    sec("secret-format-hex", "secret,id=s,data=x,format=hex"),
+    sec("secret-format-empty", "secret,id=s,data=x,format="),
+    sec("secret-format-upper", "secret,id=s,data=x,format=RAW"),
+    sec("secret-iv-without-keyid", "secret,id=s,data=x,iv=garbage!", script=(get(S, "iv"),)),
+    sec(
+        "secret-data-not-decoded-on-get",
+        "secret,id=s,data=QUJD,format=base64",
+        script=(get(S, "data"), get(S, "format")),
+    ),
+    sec(
+        "secret-set-after-create",
+        "secret,id=s,data=x",
+        script=(
+            qset(S, "data", "y"),
+            get(S, "data"),
+            qset(S, "format", "base64"),
+            get(S, "format"),
+            get(S, "loaded"),
+        ),
+    ),
+    sec(
+        "secret-loaded-not-writable",
+        "secret,id=s,data=x",
+        script=(qset(S, "loaded", True), get(S, "loaded")),
+    ),
+    sec(
+        "secret-non-ascii-roundtrip",
+        "secret,id=s,data=café ☃ 😀",
+        script=(get(S, "data"),),
+        note="QEMU escapes non-ASCII as upper-case \\uXXXX, with surrogate pairs",
+    ),
+    qmp(
+        "secret-qmp-non-ascii",
+        add("secret", "t", data="ü\u00e9\U0001f600"),
+        get("/objects/t", "data"),
+        b'{"execute":"object-add","arguments":{"qom-type":"secret","id":"u","data":"\xc3\xa9"}}',
+        get("/objects/u", "data"),
+    ),
+    qmp("secret-qmp-nul", add("secret", "t", data="a\u0000b"), get("/objects/t", "data")),
+    qmp(
+        "secret-qmp-control-chars",
+        add("secret", "t", data='\t\n\r\x01"\\/\x7f'),
+        get("/objects/t", "data"),
+    ),
+]
+
+# --------------------------------------------------------------------------- secret: AES
+
+KEY = f"secret,id=k,data={KEY_B64},format=base64"
+
+
+def enc(id_: str, data: str, keyid: str = "k", iv: str | None = IV_B64, fmt: str = "base64") -> str:
+    """A ``secret`` option encrypted under ``keyid``."""
+    spec = f"secret,id={id_},data={data},format={fmt},keyid={keyid}"
+    return spec if iv is None else f"{spec},iv={iv}"
+
+
+ENC = enc("s", CT_LETMEIN)
+
+AES = [
+    sec("aes-ok", KEY, ENC, script=tuple(get(S, p) for p in ("data", "keyid", "iv", "loaded"))),
+    sec(
+        "aes-raw-ciphertext-file",
+        KEY,
+        f"secret,id=s,file={{tmp}}/ct,keyid=k,iv={IV_B64}",
+        files={"ct": CT_LETMEIN_RAW},
+    ),
+    sec("aes-key-from-file", "secret,id=k,file={tmp}/key", ENC, files={"key": bytes(range(32))}),
+    sec(
+        "aes-ciphertext-base64-newline",
+        KEY,
+        '{"qom-type":"secret","id":"s","data":"agVmoiJU\\n2NXwRs1MV6hdaQ==","format":"base64",'
+        f'"keyid":"k","iv":"{IV_B64}"}}',
+    ),
+    sec(
+        "aes-ciphertext-base64-lenient-tail",
+        KEY,
+        enc("s", CT_LETMEIN + "QQ"),
+        note="GLib drops the partial trailing group",
+    ),
+    sec("aes-key-after-secret", ENC, KEY, note="objects are created in command-line order"),
+    sec("aes-no-such-key", ENC),
+    sec("aes-keyid-empty", KEY, enc("s", CT_LETMEIN, keyid="")),
+    sec("aes-self-reference", enc("s", CT_LETMEIN, keyid="s")),
+    sec("aes-key-short", "secret,id=k,data=short", ENC),
+    sec("aes-key-empty", "secret,id=k,data=", ENC),
+    sec("aes-key-33-bytes", "secret,id=k,data=" + "k" * 33, ENC),
+    sec("aes-missing-iv", KEY, enc("s", CT_LETMEIN, iv=None)),
+    sec("aes-iv-bad-chars", KEY, enc("s", CT_LETMEIN, iv="a!b")),
+    sec("aes-iv-short", KEY, enc("s", CT_LETMEIN, iv="AAAA")),
+    sec("aes-iv-empty", KEY, enc("s", CT_LETMEIN, iv="")),
+    sec("aes-iv-long", KEY, enc("s", CT_LETMEIN, iv=IV_B64 + "AAAA")),
+    sec("aes-iv-lenient-base64", KEY, enc("s", CT_LETMEIN, iv=IV_B64[:-2] + "QQ")),
+    sec("aes-ciphertext-not-block-multiple", KEY, enc("s", "QUJD")),
+    sec("aes-ciphertext-raw-not-block-multiple", KEY, enc("s", "letmein", fmt="raw")),
+    sec("aes-ciphertext-bad-base64", KEY, enc("s", "ag!V")),
+    sec(
+        "aes-ciphertext-empty",
+        KEY,
+        enc("s", ""),
+        note="QEMU reads plaintext[-1] here (undefined behaviour); it is accepted",
+    ),
+    sec("aes-bad-padding-17", KEY, enc("s", CT_PAD17)),
+    sec("aes-padding-zero", KEY, enc("s", CT_PAD0)),
+    sec("aes-padding-unequal", KEY, enc("s", CT_UNEQUAL)),
+    sec("aes-padding-full-block", KEY, enc("s", CT_FULL16)),
+    sec("aes-wrong-key", f"secret,id=k,data={'A' * 43}=,format=base64", ENC),
+    sec("aes-wrong-iv", KEY, enc("s", CT_LETMEIN, iv="AAAAAAAAAAAAAAAAAAAAAA==")),
+    sec("aes-not-utf8-plaintext", KEY, enc("s", CT_NOT_UTF8)),
+    sec(
+        "aes-decrypted-key",
+        KEY,
+        enc("k2", CT_K2),
+        enc("s", CT_UNDER_K2, keyid="k2"),
+        note="a decrypted 32-byte key works; its plaintext is not base64-decoded again",
+    ),
+    sec(
+        "aes-decrypted-key-p16-unequal",
+        KEY,
+        enc("k2", CT_K2_P16_UNEQUAL),
+        enc("s", CT_UNDER_K2, keyid="k2"),
+        note="a final block of 15 x 01 + 10 is removed whole",
+    ),
+    sec(
+        "aes-decrypted-key-p0",
+        KEY,
+        enc("k3", CT_K3_P0),
+        enc("s", CT_UNDER_K3, keyid="k3"),
+        note="a last byte of 0 removes nothing",
+    ),
+    sec(
+        "aes-decrypted-key-p2-unequal",
+        KEY,
+        enc("k2", CT_K2_P2_UNEQUAL),
+        enc("s", CT_UNDER_K2, keyid="k2"),
+        note="09 02 is accepted and removes 2 bytes, leaving a 46-byte key",
+    ),
+    sec(
+        "aes-decrypted-key-wrong",
+        KEY,
+        enc("k2", CT_K2),
+        enc("s", CT_LETMEIN, keyid="k2"),
+    ),
+    qmp(
+        "aes-qmp-errors",
+        add("secret", "t", data=CT_LETMEIN, format="base64", keyid="nokey", iv=IV_B64),
+        add("secret", "t", data=CT_LETMEIN, format="base64", keyid="k"),
+        add("secret", "t", data=CT_PAD17, format="base64", keyid="k", iv=IV_B64),
+        add("secret", "t", data=CT_LETMEIN, format="base64", keyid="k", iv=IV_B64),
+        get("/objects/t", "loaded"),
+        add("secret", "u", data=CT_LETMEIN, format="base64", keyid="u", iv=IV_B64),
+        qlist("/objects"),
+        objs=(KEY,),
+    ),
+    qmp(
+        "aes-key-deleted",
+        ex("object-del", id="k"),
+        add("secret", "t", data=CT_LETMEIN, format="base64", keyid="k", iv=IV_B64),
+        get(S, "loaded"),
+        objs=(KEY, ENC),
+    ),
+]
+
+CASES: list[Case] = [
+    *CLI_SYNTAX,
+    *CLI_JSON,
+    *CLI_HELP,
+    *FLAGS,
+    *HMP_CASES,
+    *PROTOCOL,
+    *QOM,
+    *HMC,
+    *SECRET,
+    *AES,
+]
+
+_names = [c.name for c in CASES]
+assert len(_names) == len(set(_names)), sorted({n for n in _names if _names.count(n) > 1})
+
+
+@pytest.mark.differential
+@pytest.mark.parametrize("case", CASES, ids=_names)
+def test_same_as_qemu(case: Case, differential_runner: Runner) -> None:
+    """QEMU and qomhost give the same exit status, stderr and stdout for ``case``."""
+    pair = differential_runner.get(case)
+    problems = compare(pair.qemu, pair.qomhost, case)
+    if problems:
+        pytest.fail(describe(case, pair) + "\n\n" + "\n\n".join(problems), pytrace=False)
