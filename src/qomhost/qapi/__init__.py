@@ -1,0 +1,1 @@
+"""QAPI: option-string syntaxes, the JSON dialect, scalar kinds and help."""
