@@ -1,0 +1,131 @@
+"""Character devices: byte streams that monitors and devices attach to.
+
+A :class:`Chardev` is a QOM object under ``/chardevs`` with at most one
+*frontend* (a monitor, a vhost-user device) that it tells about opening,
+incoming bytes and closing. Output is buffered and written when the fd is
+writable, so a slow reader never blocks the loop; the buffer is bounded
+and a peer that stops reading past the bound is disconnected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Protocol
+
+from qomhost.qom.object import Object
+
+if TYPE_CHECKING:
+    from qomhost.aio.context import AioContext
+
+__all__ = ["MAX_OUTPUT_BUFFER", "CharFrontend", "Chardev"]
+
+log = logging.getLogger("qomhost.chardev")
+
+#: a peer that lets more than this pile up unread is disconnected
+MAX_OUTPUT_BUFFER = 64 << 20
+
+
+class CharFrontend(Protocol):
+    """What a chardev tells the object attached to it."""
+
+    def chr_opened(self) -> None:
+        """The other end is there (a client connected, or stdio opened)."""
+
+    def chr_read(self, data: bytes) -> None:
+        """Bytes arrived."""
+
+    def chr_closed(self) -> None:
+        """The other end went away."""
+
+
+class Chardev(Object):
+    """``chardev``: the abstract character device."""
+
+    def __init__(self, type_name: str) -> None:
+        super().__init__(type_name)
+        self.label = ""
+        self.context: AioContext | None = None
+        self.frontend: CharFrontend | None = None
+        self._out = bytearray()
+        self._out_fd = -1
+        self.is_open = False
+
+    def attach(self, context: AioContext, frontend: CharFrontend) -> None:
+        """Connect ``frontend``; it hears ``chr_opened`` now if already open."""
+        self.context = context
+        self.frontend = frontend
+        self.start()
+        if self.is_open:
+            frontend.chr_opened()
+
+    def start(self) -> None:
+        """Begin reading (called when a frontend attaches)."""
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the peer; dropped when nobody is connected."""
+        if not self.is_open or self._out_fd < 0:
+            return
+        if not self._out:
+            try:
+                sent = os.write(self._out_fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.disconnect()
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._out += data
+        if len(self._out) > MAX_OUTPUT_BUFFER:
+            log.warning("%s: peer is not reading its output; disconnecting", self.label)
+            self.disconnect()
+            return
+        self._watch_output(True)
+
+    def _watch_output(self, on: bool) -> None:
+        """Ask for (or stop asking for) a writable callback on the output fd."""
+
+    def _flush(self) -> None:
+        while self._out:
+            try:
+                sent = os.write(self._out_fd, self._out)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.disconnect()
+                return
+            del self._out[:sent]
+        self._watch_output(False)
+
+    def flush_blocking(self) -> None:
+        """Write out whatever is queued, waiting if needed (at exit)."""
+        if self._out_fd < 0 or not self._out:
+            return
+        os.set_blocking(self._out_fd, True)
+        try:
+            while self._out:
+                sent = os.write(self._out_fd, self._out)
+                del self._out[:sent]
+        except OSError:
+            self._out.clear()
+
+    def disconnect(self) -> None:
+        """Drop the current peer."""
+
+    def _opened(self) -> None:
+        self.is_open = True
+        if self.frontend is not None:
+            self.frontend.chr_opened()
+
+    def _closed(self) -> None:
+        was_open = self.is_open
+        self.is_open = False
+        self._out.clear()
+        if was_open and self.frontend is not None:
+            self.frontend.chr_closed()
+
+    def _received(self, data: bytes) -> None:
+        if self.frontend is not None:
+            self.frontend.chr_read(data)

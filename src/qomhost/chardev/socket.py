@@ -1,0 +1,284 @@
+"""``chardev-socket``: a unix or TCP stream socket, as server or client.
+
+As in QEMU, a server accepts one peer at a time (others wait in the
+listen backlog until it leaves), ``wait=on`` makes start-up block until the
+first peer connects, and a client with ``reconnect=N`` retries every ``N``
+seconds after a failed connect or a disconnect. Received file descriptors
+(``SCM_RIGHTS``) are kept for the frontend to take with :meth:`take_fds`.
+"""
+
+from __future__ import annotations
+
+import array
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from qomhost.chardev.base import Chardev
+from qomhost.errors import QemuError
+from qomhost.qom.object import ObjectProperty
+
+__all__ = ["ChardevSocket", "SocketAddress"]
+
+log = logging.getLogger("qomhost.chardev")
+
+_MAX_FDS = 16
+
+
+@dataclass(frozen=True)
+class SocketAddress:
+    """A unix path, or a TCP host and port."""
+
+    path: str | None = None
+    host: str | None = None
+    port: str | None = None
+
+    def to_qapi(self) -> dict[str, object]:
+        if self.path is not None:
+            return {"path": self.path, "type": "unix"}
+        return {"host": self.host, "port": self.port, "type": "inet"}
+
+    def describe(self) -> str:
+        """``unix:PATH`` or ``tcp:HOST:PORT``, as QEMU names the address."""
+        if self.path is not None:
+            return f"unix:{self.path}"
+        return f"tcp:{self.host}:{self.port}"
+
+    def target(self) -> str:
+        return self.path if self.path is not None else f"{self.host}:{self.port}"
+
+
+class ChardevSocket(Chardev):
+    """A stream socket chardev. Configure with :meth:`configure`, then :meth:`open`."""
+
+    def __init__(self, type_name: str) -> None:
+        super().__init__(type_name)
+        self.address = SocketAddress()
+        self.server = False
+        self.wait = True
+        self.reconnect = 0
+        self.nodelay = False
+        self._listener: socket.socket | None = None
+        self._sock: socket.socket | None = None
+        self._fds: list[int] = []
+        self._reconnect_timer: Any = None
+        self._finalized = False
+
+    @classmethod
+    def class_properties(cls) -> list[ObjectProperty]:
+        return [
+            ObjectProperty("addr", "SocketAddress", getter=lambda obj: obj.address.to_qapi()),
+            ObjectProperty("connected", "bool", getter=lambda obj: obj._sock is not None),
+        ]
+
+    # --- set-up ---------------------------------------------------------------
+    def open(self) -> None:
+        """Listen or connect, as configured. Errors are QEMU's."""
+        if self.server:
+            self._listen()
+        else:
+            try:
+                self._connect()
+            except QemuError as err:
+                if not self.reconnect:
+                    raise
+                log.error("Unable to connect character device %s: %s", self.label, err.desc)
+                self.connect_failed_message = (
+                    f"Unable to connect character device {self.label}: {err.desc}"
+                )
+
+    connect_failed_message: str | None = None
+
+    def _family(self) -> tuple[int, object]:
+        if self.address.path is not None:
+            return socket.AF_UNIX, self.address.path
+        host = self.address.host or "0.0.0.0"
+        try:
+            infos = socket.getaddrinfo(
+                host, self.address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+        except socket.gaierror as exc:
+            raise QemuError(
+                f"address resolution failed for {host}:{self.address.port}: {exc.strerror}"
+            ) from None
+        family, _type, _proto, _name, sockaddr = infos[0]
+        return family, sockaddr
+
+    def _listen(self) -> None:
+        family, addr = self._family()
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            if family == socket.AF_UNIX:
+                assert isinstance(addr, str)
+                try:
+                    os.unlink(addr)
+                except FileNotFoundError:
+                    pass
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)  # type: ignore[arg-type]
+            sock.listen(1)
+        except OSError as exc:
+            sock.close()
+            raise QemuError(
+                f"Failed to bind socket to {self.address.target()}: {os.strerror(exc.errno or 0)}"
+                if family == socket.AF_UNIX
+                else f"Failed to bind socket: {os.strerror(exc.errno or 0)}"
+            ) from None
+        if family != socket.AF_UNIX and self.address.port == "0":
+            self.address = SocketAddress(
+                host=self.address.host, port=str(sock.getsockname()[1])
+            )
+        sock.setblocking(False)
+        self._listener = sock
+
+    def wait_for_peer(self) -> None:
+        """Block until the first peer connects (``server=on,wait=on``)."""
+        assert self._listener is not None
+        self._listener.setblocking(True)
+        try:
+            conn, _addr = self._listener.accept()
+        finally:
+            self._listener.setblocking(False)
+        self._attach_peer(conn)
+
+    def _connect(self) -> None:
+        family, addr = self._family()
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(addr)  # type: ignore[arg-type]
+        except OSError as exc:
+            sock.close()
+            raise QemuError(
+                f"Failed to connect to '{self.address.target()}': {os.strerror(exc.errno or 0)}"
+            ) from None
+        self._attach_peer(sock)
+
+    def _attach_peer(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        if self.nodelay and sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._out_fd = sock.fileno()
+        if self.context is not None:
+            self.context.set_fd_handler(sock.fileno(), self._on_readable)
+        self._opened()
+
+    # --- running --------------------------------------------------------------
+    def start(self) -> None:
+        assert self.context is not None
+        if self._sock is not None:
+            self.context.set_fd_handler(self._sock.fileno(), self._on_readable)
+        elif self._listener is not None:
+            self.context.set_fd_handler(self._listener.fileno(), self._on_accept)
+        elif self.reconnect and not self.server:
+            self._schedule_reconnect()
+
+    def _on_accept(self) -> None:
+        assert self._listener is not None and self.context is not None
+        try:
+            conn, _addr = self._listener.accept()
+        except BlockingIOError:
+            return
+        # One peer at a time: stop accepting until this one leaves.
+        self.context.set_fd_handler(self._listener.fileno(), None)
+        self._attach_peer(conn)
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        fds = array.array("i")
+        try:
+            data, ancdata, _flags, _addr = sock.recvmsg(
+                1 << 16, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize)
+            )
+        except BlockingIOError:
+            return
+        except OSError:
+            data, ancdata = b"", []
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        for fd in fds:
+            os.set_inheritable(fd, False)
+            self._fds.append(fd)
+        if not data:
+            self.disconnect()
+            return
+        self._received(data)
+
+    def take_fds(self) -> list[int]:
+        """File descriptors received so far; the caller now owns them."""
+        fds, self._fds = self._fds, []
+        return fds
+
+    def send_with_fds(self, data: bytes, fds: list[int]) -> None:
+        """Send ``data`` with ``fds`` attached (blocking; used for small messages)."""
+        if self._sock is None:
+            raise OSError("not connected")
+        self.flush_blocking()
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        self._sock.setblocking(True)
+        try:
+            self._sock.sendmsg([data], anc if fds else [])
+        finally:
+            self._sock.setblocking(False)
+
+    def _watch_output(self, on: bool) -> None:
+        if self.context is None or self._sock is None:
+            return
+        self.context.set_fd_handler(
+            self._sock.fileno(), self._on_readable, self._flush if on else None
+        )
+
+    def disconnect(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self.context is not None:
+            self.context.set_fd_handler(sock.fileno(), None)
+        self._out_fd = -1
+        sock.close()
+        for fd in self.take_fds():
+            os.close(fd)
+        self._closed()
+        if self._finalized:
+            return
+        if self._listener is not None and self.context is not None:
+            self.context.set_fd_handler(self._listener.fileno(), self._on_accept)
+        elif self.reconnect:
+            self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        if self.context is not None and not self._finalized:
+            self._reconnect_timer = self.context.call_later(self.reconnect, self._try_reconnect)
+
+    def _try_reconnect(self) -> None:
+        self._reconnect_timer = None
+        if self._sock is not None or self._finalized:
+            return
+        try:
+            self._connect()
+        except QemuError:
+            self._schedule_reconnect()
+
+    def describe(self) -> str:
+        """The ``filename`` QEMU shows for this chardev."""
+        state = "" if self._sock is not None else "disconnected:"
+        suffix = ",server=on" if self.server else ""
+        return f"{state}{self.address.describe()}{suffix}"
+
+    def finalize(self) -> None:
+        self._finalized = True
+        if self._reconnect_timer is not None:
+            self._reconnect_timer.cancel()
+        self.flush_blocking()
+        self.disconnect()
+        if self._listener is not None:
+            if self.context is not None:
+                self.context.set_fd_handler(self._listener.fileno(), None)
+            self._listener.close()
+            self._listener = None

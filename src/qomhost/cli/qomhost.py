@@ -1,0 +1,512 @@
+"""``qomhost``: QEMU's command line for objects, chardevs and monitors.
+
+It accepts the flags QEMU 7.2 accepts for what qomhost does, so that a
+test can run the same command line against both. Processing follows
+QEMU's phases:
+
+1. every option is checked to exist and to have its argument;
+2. options are parsed in order (``-object`` strings are checked against
+   the type's schema; these errors carry the ``-option arg:`` location);
+3. the machine is created, then the *early* objects, then chardevs and
+   monitors (errors carry the location of their option), then the *late*
+   objects such as ``cryptodev-vhost-user``;
+4. the main loop runs until ``quit`` or a signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from qomhost.errors import QemuError
+
+__all__ = ["main"]
+
+# name -> takes an argument
+_OPTIONS: dict[str, bool] = {
+    "object": True,
+    "chardev": True,
+    "qmp": True,
+    "qmp-pretty": True,
+    "mon": True,
+    "monitor": True,
+    "machine": True,
+    "M": True,
+    "nodefaults": False,
+    "display": True,
+    "S": False,
+    "daemonize": False,
+    "pidfile": True,
+    "name": True,
+    "version": False,
+    "h": False,
+    "help": False,
+}
+
+_USAGE = """\
+usage: {prog} [options]
+
+qomhost runs QEMU's user-creatable objects (-object) with QMP and HMP
+monitors, accepting QEMU 7.2's flags for them.
+
+-object TYPE,id=ID[,prop=value][,...] | -object '{{JSON}}'
+                create an object; '-object help' lists the types and
+                '-object TYPE,help' their properties
+-chardev socket,id=ID,path=PATH[,server=on|off][,wait=on|off][,reconnect=N]
+-chardev socket,id=ID,host=HOST,port=PORT[,server=on|off][,wait=on|off][,reconnect=N]
+-chardev stdio,id=ID
+                create a character device
+-qmp DEV        QMP monitor on DEV (stdio, unix:PATH[,server=on,wait=off],
+                tcp:HOST:PORT[,server=on,wait=off])
+-qmp-pretty DEV like -qmp, with pretty-printed replies
+-monitor DEV    HMP monitor on DEV
+-mon chardev=ID[,mode=control|readline][,pretty=on|off]
+                monitor on an existing chardev
+-machine none[,prop=value]
+                the (empty) machine; other machine types are not emulated
+-name NAME[,debug-threads=on|off]
+                name of this instance (query-name)
+-nodefaults     accepted (qomhost creates no default devices)
+-display none   accepted (qomhost has no display)
+-S              accepted (there are no vCPUs to start)
+-daemonize      detach once start-up has succeeded
+-pidfile FILE   write the process id to FILE
+-version        show the version
+-h              show this help
+"""
+
+
+class _Exit(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+@dataclass
+class _Reporter:
+    """Prints QEMU-style diagnostics: ``prog: [location: ]message``."""
+
+    prog: str
+    location: str | None = None
+
+    def _prefix(self) -> str:
+        return f"{self.prog}: {self.location}: " if self.location else f"{self.prog}: "
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        sys.stderr.write(self._prefix() + message + "\n")
+        if hint:
+            sys.stderr.write(hint + "\n")
+
+    def warn(self, message: str) -> None:
+        sys.stderr.write(self._prefix() + "warning: " + message + "\n")
+
+    def fail(self, err: QemuError) -> NoReturn:
+        self.error(err.desc, err.hint)
+        raise _Exit(1)
+
+
+@dataclass
+class _ChardevPlan:
+    ident: str
+    location: str
+    backend: str
+    opts: dict[str, str]
+
+
+@dataclass
+class _MonitorPlan:
+    chardev: str
+    location: str
+    mode: str
+    pretty: bool
+
+
+@dataclass
+class _Plan:
+    objects: list[tuple[str, object]] = field(default_factory=list)
+    chardevs: list[_ChardevPlan] = field(default_factory=list)
+    monitors: list[_MonitorPlan] = field(default_factory=list)
+    machine: str | None = None
+    machine_location: str = ""
+    name: str | None = None
+    daemonize: bool = False
+    pidfile: str | None = None
+
+
+def _split_argv(argv: list[str], rep: _Reporter) -> list[tuple[str, str | None]]:
+    """First pass: every option must exist and have its argument."""
+    out: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg == "-":
+            rep.error(f"{arg}: unsupported: qomhost takes no disk image")
+            raise _Exit(1)
+        name = arg[2:] if arg.startswith("--") else arg[1:]
+        if name not in _OPTIONS:
+            rep.error(f"{arg}: invalid option")
+            raise _Exit(1)
+        value: str | None = None
+        if _OPTIONS[name]:
+            if i >= len(argv):
+                rep.error(f"{arg}: requires an argument")
+                raise _Exit(1)
+            value = argv[i]
+            i += 1
+        out.append((name, value))
+    return out
+
+
+def _legacy_chardev(text: str) -> tuple[str, dict[str, str]] | None:
+    """QEMU's old ``-qmp``/``-monitor`` device syntax to chardev options."""
+    from qomhost.qapi.opts import parse_qemu_opts
+
+    if text == "stdio":
+        return "stdio", {}
+    if text.startswith("unix:"):
+        rest = text[5:]
+        path, _, opts = rest.partition(",")
+        parsed = parse_qemu_opts(opts).as_dict() if opts else {}
+        return "socket", {"path": path, **parsed}
+    if text.startswith("tcp:"):
+        rest = text[4:]
+        addr, _, opts = rest.partition(",")
+        host, _, port = addr.rpartition(":")
+        parsed = parse_qemu_opts(opts).as_dict() if opts else {}
+        return "socket", {"host": host, "port": port, **parsed}
+    return None
+
+
+_CHARDEV_KEYS = {
+    "socket": {"path", "host", "port", "server", "wait", "reconnect", "nodelay", "ipv4", "ipv6"},
+    "stdio": {"signal"},
+}
+
+
+def _parse(argv: list[str], rep: _Reporter) -> _Plan:
+    from qomhost.cli.objectopts import parse_object_cli
+    from qomhost.qapi.opts import OptsList, parse_qemu_opts
+
+    plan = _Plan()
+    object_group = OptsList("object", "qom-type")
+    chardev_group = OptsList("chardev", "backend")
+    compat = 0
+    for name, value in _split_argv(argv, rep):
+        location = f"-{name} {value}" if value is not None else f"-{name}"
+        rep.location = location
+        if name in ("h", "help"):
+            sys.stdout.write(_USAGE.format(prog=rep.prog))
+            raise _Exit(0)
+        if name == "version":
+            from qomhost.host import PACKAGE, QEMU_VERSION
+
+            v = QEMU_VERSION
+            sys.stdout.write(
+                f"QEMU emulator version {v['major']}.{v['minor']}.{v['micro']} ({PACKAGE})\n"
+                "Copyright (c) 2003-2022 Fabrice Bellard and the QEMU Project developers\n"
+            )
+            raise _Exit(0)
+        assert value is not None or not _OPTIONS[name]
+        try:
+            if name == "object":
+                assert value is not None
+                warnings: list[str] = []
+                try:
+                    spec = parse_object_cli(value, object_group, warnings)
+                finally:
+                    for warning in warnings:
+                        rep.warn(warning)
+                if isinstance(spec, str):
+                    sys.stdout.write(spec)
+                    raise _Exit(0)
+                plan.objects.append((location, spec))
+            elif name == "chardev":
+                assert value is not None
+                result = chardev_group.parse(value)
+                backend = result.get("backend")
+                if result.id is None:
+                    raise QemuError("chardev: no id specified")
+                opts = {k: v for k, v in result.as_dict().items() if k not in ("backend", "id")}
+                plan.chardevs.append(_ChardevPlan(result.id, location, backend or "", opts))
+            elif name in ("qmp", "qmp-pretty", "monitor"):
+                assert value is not None
+                if value == "none":
+                    continue
+                legacy = _legacy_chardev(value)
+                if legacy is None:
+                    rep.error(f"'{value}' is not a valid char driver")
+                    rep.error(f"parse error: {value}")
+                    raise _Exit(1)
+                ident = f"compat_monitor{compat}"
+                compat += 1
+                backend, opts = legacy
+                plan.chardevs.append(_ChardevPlan(ident, location, backend, opts))
+                mode = "readline" if name == "monitor" else "control"
+                plan.monitors.append(_MonitorPlan(ident, location, mode, name == "qmp-pretty"))
+            elif name == "mon":
+                assert value is not None
+                opts = parse_qemu_opts(value, "chardev").as_dict()
+                if "chardev" not in opts:
+                    raise QemuError("Parameter 'chardev' is missing")
+                mode = opts.get("mode", "readline")
+                if mode not in ("control", "readline"):
+                    raise QemuError(f"unknown monitor mode '{mode}'")
+                pretty = opts.get("pretty", "off") in ("on", "yes", "true")
+                plan.monitors.append(_MonitorPlan(opts["chardev"], location, mode, pretty))
+            elif name in ("machine", "M"):
+                plan.machine = value
+                plan.machine_location = location
+            elif name == "name":
+                assert value is not None
+                opts = parse_qemu_opts(value, "guest").as_dict()
+                for key in opts:
+                    if key not in ("guest", "process", "debug-threads"):
+                        raise QemuError(f"Invalid parameter '{key}'")
+                plan.name = opts.get("guest") or None
+            elif name == "display":
+                if value != "none":
+                    raise QemuError(f"display '{value}' is not available: qomhost has no display")
+            elif name == "daemonize":
+                plan.daemonize = True
+            elif name == "pidfile":
+                plan.pidfile = value
+        except QemuError as err:
+            rep.fail(err)
+    rep.location = None
+    return plan
+
+
+def _setup_machine(host: object, plan: _Plan, rep: _Reporter) -> None:
+    from qomhost.host import Host
+    from qomhost.qapi.opts import parse_keyval
+
+    assert isinstance(host, Host)
+    spec = plan.machine or "none"
+    try:
+        opts = parse_keyval(spec, "type")
+    except QemuError as err:
+        rep.location = plan.machine_location
+        rep.fail(err)
+    machine_type = opts.pop("type", "none")
+    if machine_type in ("help", "?"):
+        sys.stdout.write("Supported machines are:\nnone                 empty machine\n")
+        raise _Exit(0)
+    if machine_type != "none":
+        rep.error("unsupported machine type")
+        sys.stderr.write("Use -machine help to list supported machines\n")
+        raise _Exit(1)
+    machine = host.create_machine("none-machine")
+    for key, value in opts.items():
+        try:
+            if not isinstance(value, str):
+                raise QemuError(f"Invalid parameter type for '{key}', expected: string")
+            machine.set_property_string(key, value)
+        except QemuError as err:
+            rep.fail(err)
+
+
+def _open_chardev(host: object, chr_plan: _ChardevPlan, plan: _Plan, rep: _Reporter) -> None:
+    from qomhost.chardev.socket import ChardevSocket, SocketAddress
+    from qomhost.chardev.stdio import ChardevStdio
+    from qomhost.host import Host
+    from qomhost.qapi.opts import qemu_opt_value_to
+
+    assert isinstance(host, Host)
+    rep.location = chr_plan.location
+    backend, opts = chr_plan.backend, chr_plan.opts
+    if backend not in _CHARDEV_KEYS:
+        rep.fail(QemuError(f"'{backend}' is not a valid char driver name"))
+    for key in opts:
+        if key not in _CHARDEV_KEYS[backend]:
+            rep.fail(QemuError(f"Invalid parameter '{key}'"))
+    if backend == "stdio":
+        if any(isinstance(c, ChardevStdio) for _n, c in host.chardevs.children()):
+            rep.fail(QemuError("cannot use stdio by multiple character devices"))
+        if plan.daemonize:
+            rep.fail(QemuError("cannot use stdio with -daemonize"))
+        stdio = ChardevStdio("chardev-stdio")
+        host.add_chardev(stdio, chr_plan.ident)
+        return
+    try:
+
+        def flag(key: str, default: bool) -> bool:
+            raw = opts.get(key)
+            return default if raw is None else bool(qemu_opt_value_to("bool", key, raw))
+
+        path, hostname, port = opts.get("path"), opts.get("host"), opts.get("port")
+        if path is not None and hostname is not None:
+            raise QemuError("None or one of 'path', 'fd' or 'host' option required.")
+        if path is None and hostname is None:
+            raise QemuError("Unable to parse FD number ")
+        if hostname is not None and port is None:
+            raise QemuError("chardev: socket: no port given")
+        sock = ChardevSocket("chardev-socket")
+        sock.address = SocketAddress(path=path, host=hostname, port=port)
+        sock.server = flag("server", False)
+        sock.wait = flag("wait", True)
+        sock.nodelay = flag("nodelay", False)
+        reconnect = opts.get("reconnect")
+        sock.reconnect = int(qemu_opt_value_to("number", "reconnect", reconnect)) if reconnect else 0
+        sock.label = chr_plan.ident
+        sock.open()
+    except QemuError as err:
+        rep.fail(err)
+    if sock.connect_failed_message is not None:
+        saved, rep.location = rep.location, None
+        rep.error(sock.connect_failed_message)
+        rep.location = saved
+    host.add_chardev(sock, chr_plan.ident)
+    if sock.server and sock.wait:
+        sys.stderr.write(
+            f"{rep.prog}: {chr_plan.location}: info: QEMU waiting for connection on: "
+            f"{sock.describe()}\n"
+        )
+        sys.stderr.flush()
+        sock.wait_for_peer()
+
+
+def _create_objects(host: object, plan: _Plan, rep: _Reporter, late: bool) -> None:
+    from qomhost.cli.objectopts import ObjectSpec
+    from qomhost.host import Host
+    from qomhost.qom.object import types
+
+    assert isinstance(host, Host)
+    rep.location = None
+    for _location, spec in plan.objects:
+        assert isinstance(spec, ObjectSpec)
+        info = types.info(spec.type_name)
+        if info is None or info.late != late:
+            continue
+        try:
+            host.create_object(spec.type_name, spec.ident, spec.props)
+        except QemuError as err:
+            rep.fail(err)
+
+
+def _start_monitors(host: object, plan: _Plan, rep: _Reporter) -> None:
+    from qomhost.host import Host
+    from qomhost.monitor.hmp_server import HmpMonitor
+    from qomhost.monitor.qmp.server import QmpMonitor
+
+    assert isinstance(host, Host)
+    for mon in plan.monitors:
+        chardev = host.chardevs.child(mon.chardev)
+        if chardev is None:
+            rep.location = mon.location
+            rep.fail(QemuError(f'chardev "{mon.chardev}" not found'))
+        from qomhost.chardev.base import Chardev
+
+        assert isinstance(chardev, Chardev)
+        if mon.mode == "control":
+            QmpMonitor(host, chardev, pretty=mon.pretty)
+        else:
+            HmpMonitor(host, chardev)
+
+
+def _watch_signals(on_signal: Callable[[int, int], None]) -> None:
+    """Deliver SIGINT/SIGTERM/SIGHUP with the sender's pid, as QEMU reports it."""
+    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+
+    def wait() -> None:
+        while True:
+            info = signal.sigwaitinfo(sigs)
+            on_signal(info.si_signo, info.si_pid)
+
+    threading.Thread(target=wait, name="signals", daemon=True).start()
+
+
+def _pid_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+def _daemonize() -> int:
+    """Fork; the parent waits for the child's verdict. Returns the pipe's write end."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_fd)
+        status = os.read(read_fd, 1)
+        os._exit(0 if status == b"\0" else 1)
+    os.close(read_fd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    return write_fd
+
+
+def _daemon_ready(write_fd: int) -> None:
+    os.write(write_fd, b"\0")
+    os.close(write_fd)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def run(argv: list[str], prog: str) -> int:
+    """Run qomhost with ``argv`` (without the program name); returns the exit status."""
+    from qomhost.host import Host
+
+    rep = _Reporter(prog)
+    try:
+        plan = _parse(argv, rep)
+        ready_fd = _daemonize() if plan.daemonize else None
+        if plan.pidfile is not None:
+            try:
+                with open(plan.pidfile, "w", encoding="ascii") as f:
+                    f.write(f"{os.getpid()}\n")
+            except OSError as exc:
+                rep.error(f"cannot create PID file: {exc.strerror}")
+                raise _Exit(1) from None
+        host = Host(plan.name)
+        _setup_machine(host, plan, rep)
+        _create_objects(host, plan, rep, late=False)
+        for chr_plan in plan.chardevs:
+            _open_chardev(host, chr_plan, plan, rep)
+        rep.location = None
+        _start_monitors(host, plan, rep)
+        _create_objects(host, plan, rep, late=True)
+        assert host.machine is not None
+        from qomhost.objects.machine import Machine
+
+        assert isinstance(host.machine, Machine)
+        host.machine.realize()
+
+        def on_signal(signo: int, pid: int) -> None:
+            who = f" from pid {pid} ({_pid_name(pid)})" if pid else ""
+            sys.stderr.write(f"{prog}: terminating on signal {signo}{who}\n")
+            sys.stderr.flush()
+            host.context.schedule(lambda: host.request_shutdown("host-signal"))
+
+        _watch_signals(on_signal)
+        if ready_fd is not None:
+            _daemon_ready(ready_fd)
+        host.run()
+        if plan.pidfile is not None:
+            try:
+                os.unlink(plan.pidfile)
+            except OSError:
+                pass
+        return 0
+    except _Exit as done:
+        sys.stdout.flush()
+        return done.status
+
+
+def main() -> NoReturn:
+    """Console entry point."""
+    prog = os.path.basename(sys.argv[0]) or "qomhost"
+    status = run(sys.argv[1:], prog)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

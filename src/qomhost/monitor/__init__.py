@@ -1,0 +1,1 @@
+"""Monitors: QMP (JSON) and HMP (human) front ends to the object tree."""

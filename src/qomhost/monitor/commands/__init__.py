@@ -1,0 +1,85 @@
+"""QMP commands: a table of names, argument schemas and handlers.
+
+Each command module registers its commands with :func:`command`. A
+handler receives the :class:`CommandContext` and the arguments already
+checked against the command's schema (missing, unexpected and mistyped
+arguments are reported with QEMU's wording before the handler runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from qomhost.errors import COMMAND_NOT_FOUND, CommandError
+from qomhost.qapi.schema import Member, visit_struct_json
+
+if TYPE_CHECKING:
+    from qomhost.host import Host
+    from qomhost.monitor.qmp.server import QmpMonitor
+
+__all__ = ["COMMANDS", "Command", "CommandContext", "command", "dispatch"]
+
+
+@dataclass
+class CommandContext:
+    """What a command can reach: the host and the monitor that asked."""
+
+    host: Host
+    monitor: QmpMonitor | None
+
+
+Handler = Callable[[CommandContext, dict[str, Any]], object]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A QMP command: its argument schema and handler.
+
+    ``boxed`` commands take their arguments unchecked (the handler does
+    its own checking, as ``object-add`` does with the ``ObjectOptions``
+    union). ``no_success_response`` commands send nothing on success.
+    """
+
+    name: str
+    members: tuple[Member, ...]
+    handler: Handler
+    boxed: bool = False
+    allow_preconfig: bool = True
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str, members: Sequence[Member] = (), *, boxed: bool = False
+) -> Callable[[Handler], Handler]:
+    """Register a handler as the QMP command ``name``."""
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = Command(name, tuple(members), handler, boxed)
+        return handler
+
+    return register
+
+
+def dispatch(ctx: CommandContext, name: str, arguments: dict[str, object]) -> object:
+    """Run command ``name``; unknown commands raise ``CommandNotFound``."""
+    _load()
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        raise CommandError(f"The command {name} has not been found", COMMAND_NOT_FOUND)
+    args = arguments if cmd.boxed else visit_struct_json(cmd.members, arguments)
+    return cmd.handler(ctx, args)
+
+
+_loaded = False
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        from qomhost.monitor.commands import control, qom  # noqa: F401
+
+        _loaded = True

@@ -1,0 +1,1 @@
+"""The QMP protocol core and its server side."""

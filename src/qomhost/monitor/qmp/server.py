@@ -1,0 +1,78 @@
+"""A QMP monitor on a chardev: the protocol core wired to the main loop."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from qomhost.errors import COMMAND_NOT_FOUND, QemuError
+from qomhost.monitor.commands import dispatch
+from qomhost.monitor.qmp.protocol import BadRequest, QmpProtocol, greeting
+
+if TYPE_CHECKING:
+    from qomhost.chardev.base import Chardev
+    from qomhost.host import Host
+
+__all__ = ["QmpMonitor"]
+
+log = logging.getLogger("qomhost.monitor.qmp")
+
+_NEGOTIATE = "Expecting capabilities negotiation with 'qmp_capabilities'"
+
+
+class QmpMonitor:
+    """Serves QMP to whoever is connected to ``chardev``.
+
+    Each new connection starts in capabilities-negotiation mode with a
+    fresh protocol state, as in QEMU.
+    """
+
+    def __init__(self, host: Host, chardev: Chardev, pretty: bool = False) -> None:
+        self.host = host
+        self.chardev = chardev
+        self.pretty = pretty
+        self.protocol = QmpProtocol(pretty)
+        host.qmp_monitors.append(self)
+        chardev.attach(host.context, self)
+
+    # --- CharFrontend ---------------------------------------------------------
+    def chr_opened(self) -> None:
+        from qomhost.host import PACKAGE, QEMU_VERSION
+
+        self.protocol = QmpProtocol(self.pretty)
+        self.chardev.write(self.protocol.encode(greeting(dict(QEMU_VERSION), PACKAGE)))
+
+    def chr_read(self, data: bytes) -> None:
+        for item in self.protocol.receive_data(data):
+            self._handle(item)
+
+    def chr_closed(self) -> None:
+        self.protocol = QmpProtocol(self.pretty)
+
+    # --- requests ----------------------------------------------------------------
+    def _handle(self, item: object) -> None:
+        request = self.protocol.check(item)  # type: ignore[arg-type]
+        if isinstance(request, BadRequest):
+            self.chardev.write(self.protocol.error_reply(request.error, request.id))
+            return
+        negotiating = not self.protocol.negotiated
+        try:
+            if negotiating and request.command != "qmp_capabilities":
+                raise QemuError(_NEGOTIATE, COMMAND_NOT_FOUND)
+            result = dispatch(self.host.command_context(self), request.command, request.arguments)
+        except QemuError as err:
+            if negotiating and err.error_class == COMMAND_NOT_FOUND:
+                err = QemuError(_NEGOTIATE, COMMAND_NOT_FOUND)
+            self.chardev.write(self.protocol.error_reply(err, request.id))
+            return
+        except Exception:
+            log.exception("command %s failed", request.command)
+            err = QemuError(f"internal error running {request.command}")
+            self.chardev.write(self.protocol.error_reply(err, request.id))
+            return
+        self.chardev.write(self.protocol.reply(result, request.id))
+
+    def send_event(self, message: dict[str, object]) -> None:
+        """Send an event, if this connection has negotiated capabilities."""
+        if self.protocol.negotiated and self.chardev.is_open:
+            self.chardev.write(self.protocol.encode(message))

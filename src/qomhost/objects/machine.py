@@ -1,0 +1,112 @@
+"""``/machine``: the machine object, as ``-machine none`` has it.
+
+qomhost emulates no hardware, so the machine is the object QEMU builds for
+``-machine none``: its class properties (settable with ``-machine
+none,key=value`` and ``qom-set``), and the ``peripheral``,
+``peripheral-anon`` and ``unattached`` containers. QEMU's memory regions
+and system bus under ``unattached`` are not modelled
+(``docs/compatibility.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qomhost.qapi.schema import BOOL, INT64, STR, Kind
+from qomhost.qom.object import Container, Object, ObjectProperty
+
+__all__ = ["Machine", "NoneMachine"]
+
+# (name, QOM type, kind or None for read-only structured values, default, description)
+_PROPERTIES: tuple[tuple[str, str, Kind | None, object, str], ...] = (
+    ("kernel", "string", STR, "", "Linux kernel image file"),
+    ("initrd", "string", STR, "", "Linux initial ramdisk file"),
+    ("append", "string", STR, "", "Linux kernel command line"),
+    ("dtb", "string", STR, "", "Linux kernel device tree file"),
+    ("dumpdtb", "string", STR, "", "Dump current dtb to a file and quit"),
+    ("phandle-start", "int", INT64, 0, "The first phandle ID we may generate dynamically"),
+    (
+        "dt-compatible",
+        "string",
+        STR,
+        "",
+        'Overrides the "compatible" property of the dt root node',
+    ),
+    ("dump-guest-core", "bool", BOOL, True, "Include guest memory in a core dump"),
+    ("mem-merge", "bool", BOOL, True, "Enable/disable memory merge support"),
+    ("usb", "bool", BOOL, False, "Set on/off to enable/disable usb"),
+    ("graphics", "bool", BOOL, True, "Set on/off to enable/disable graphics emulation"),
+    ("firmware", "string", STR, "", "Firmware image"),
+    ("suppress-vmdesc", "bool", BOOL, False, "Set on to disable self-describing migration"),
+    ("boot", "BootConfiguration", None, {"order": ""}, "Boot configuration"),
+    (
+        "smp",
+        "SMPConfiguration",
+        None,
+        {
+            "cpus": 1,
+            "maxcpus": 1,
+            "threads": 1,
+            "cores": 1,
+            "dies": 1,
+            "sockets": 1,
+            "clusters": 1,
+        },
+        "CPU topology",
+    ),
+    ("memory", "MemorySizeConfiguration", None, {"size": 0}, "Memory size configuration"),
+    (
+        "memory-backend",
+        "link<memory-backend>",
+        None,
+        "",
+        "Set RAM backendValid value is ID of hostmem based backend",
+    ),
+    (
+        "confidential-guest-support",
+        "link<confidential-guest-support>",
+        None,
+        "",
+        "Set confidential guest scheme to support",
+    ),
+    ("memory-encryption", "string", STR, "", "Set memory encryption object to use"),
+)
+
+
+def _property(name: str, qom_type: str, kind: Kind | None, description: str) -> ObjectProperty:
+    def get(obj: Any) -> object:
+        return obj.values[name]
+
+    def set_(obj: Any, value: object) -> None:
+        obj.values[name] = value
+
+    if kind is None:
+        return ObjectProperty(name, qom_type, getter=get, description=description)
+    return ObjectProperty(
+        name, qom_type, getter=get, setter=set_, kind=kind, description=description
+    )
+
+
+class Machine(Object):
+    """``machine``: the abstract machine with its generic properties."""
+
+    def __init__(self, type_name: str) -> None:
+        super().__init__(type_name)
+        self.values: dict[str, object] = {name: default for name, _t, _k, default, _d in _PROPERTIES}
+        self.add_child("peripheral-anon", Container("container"))
+        self.add_child("peripheral", Container("container"))
+
+    @classmethod
+    def class_properties(cls) -> list[ObjectProperty]:
+        return [
+            _property(name, qom_type, kind, description)
+            for name, qom_type, kind, _default, description in _PROPERTIES
+        ]
+
+    def realize(self) -> None:
+        """Machine init: the ``unattached`` container appears."""
+        self.add_child("unattached", Container("container"))
+
+
+class NoneMachine(Machine):
+    """``none-machine``: an empty machine, as ``-machine none`` creates."""

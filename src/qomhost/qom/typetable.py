@@ -1,0 +1,35 @@
+"""Every QOM type qomhost knows, as data.
+
+This is the single table of type names: ``-object help``, ``qom-list-types``,
+the option parsers and ``add_object`` all read it. Implementing modules are
+named, not imported, so that start-up imports only the code of the types
+that are actually used.
+"""
+
+from __future__ import annotations
+
+from qomhost.qom.object import TypeInfo, types
+
+__all__ = ["USER_CREATABLE"]
+
+USER_CREATABLE = "user-creatable"
+
+_TYPES = (
+    TypeInfo("object", None, impl="qomhost.qom.object:Object", abstract=True),
+    TypeInfo("interface", None, abstract=True),
+    TypeInfo(USER_CREATABLE, "interface", abstract=True),
+    TypeInfo("container", "object", impl="qomhost.qom.object:Container"),
+    TypeInfo("machine", "object", impl="qomhost.objects.machine:Machine", abstract=True),
+    TypeInfo("none-machine", "machine", impl="qomhost.objects.machine:NoneMachine"),
+    TypeInfo(
+        "secret_common",
+        "object",
+        impl="qomhost.objects.secret:SecretCommon",
+        abstract=True,
+        interfaces=(USER_CREATABLE,),
+    ),
+    TypeInfo("secret", "secret_common", impl="qomhost.objects.secret:Secret"),
+)
+
+for _info in _TYPES:
+    types.register(_info)
