@@ -557,7 +557,7 @@ PROTOCOL = [
     qmp(
         "qmp-exec-oob-after-oob",
         '{"exec-oob":"query-name","id":1}',
-        '{"exec-oob":"migrate-pause","id":2}',
+        '{"exec-oob":"no-such-command","id":2}',
         '{"exec-oob":1}',
         '{"execute":"query-name","exec-oob":"query-name","id":3}',
         first=CAPS_OOB,

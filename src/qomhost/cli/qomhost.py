@@ -145,8 +145,11 @@ def _split_argv(argv: list[str], rep: _Reporter) -> list[tuple[str, str | None]]
         arg = argv[i]
         i += 1
         if not arg.startswith("-") or arg == "-":
-            rep.error(f"{arg}: unsupported: qomhost takes no disk image")
-            raise _Exit(1)
+            # QEMU treats a bare argument as a disk image and opens it first.
+            rep.location = arg
+            if not os.path.exists(arg):
+                rep.fail(QemuError(f"Could not open '{arg}': No such file or directory"))
+            rep.fail(QemuError("disk images are not supported: qomhost emulates no devices"))
         name = arg[2:] if arg.startswith("--") else arg[1:]
         if name not in _OPTIONS:
             rep.error(f"{arg}: invalid option")

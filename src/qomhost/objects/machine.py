@@ -3,9 +3,8 @@
 qomhost emulates no hardware, so the machine is the object QEMU builds for
 ``-machine none``: its class properties (settable with ``-machine
 none,key=value`` and ``qom-set``), and the ``peripheral``,
-``peripheral-anon`` and ``unattached`` containers. QEMU's memory regions
-and system bus under ``unattached`` are not modelled
-(``docs/compatibility.md``).
+``peripheral-anon`` and ``unattached`` containers. The memory regions and
+system bus under ``unattached`` are plain nodes (``docs/compatibility.md``).
 """
 
 from __future__ import annotations
@@ -104,8 +103,18 @@ class Machine(Object):
         ]
 
     def realize(self) -> None:
-        """Machine init: the ``unattached`` container appears."""
-        self.add_child("unattached", Container("container"))
+        """Machine init: the ``unattached`` container appears, with the
+        system memory, I/O and bus nodes QEMU puts there."""
+        from qomhost.qom.user_creatable import new_object
+
+        unattached = Container("container")
+        self.add_child("unattached", unattached)
+        for name, type_name in (
+            ("system[0]", "memory-region"),
+            ("io[0]", "memory-region"),
+            ("sysbus", "System"),
+        ):
+            unattached.add_child(name, new_object(type_name))
 
 
 class NoneMachine(Machine):

@@ -21,6 +21,15 @@ _TYPES = (
     TypeInfo("container", "object", impl="qomhost.qom.object:Container"),
     TypeInfo("machine", "object", impl="qomhost.objects.machine:Machine", abstract=True),
     TypeInfo("none-machine", "machine", impl="qomhost.objects.machine:NoneMachine"),
+    TypeInfo("chardev", "object", impl="qomhost.chardev.base:Chardev", abstract=True),
+    TypeInfo("chardev-fd", "chardev", abstract=True),
+    TypeInfo("chardev-stdio", "chardev-fd", impl="qomhost.chardev.stdio:ChardevStdio"),
+    TypeInfo("chardev-socket", "chardev", impl="qomhost.chardev.socket:ChardevSocket"),
+    # What QEMU puts under /machine/unattached for -machine none; qomhost
+    # emulates no memory or buses, so these are plain tree nodes.
+    TypeInfo("memory-region", "object"),
+    TypeInfo("bus", "object", abstract=True),
+    TypeInfo("System", "bus"),
     TypeInfo(
         "secret_common",
         "object",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from qomhost.host import Host
     from qomhost.monitor.qmp.server import QmpMonitor
 
-__all__ = ["COMMANDS", "Command", "CommandContext", "command", "dispatch"]
+__all__ = ["COMMANDS", "Command", "CommandContext", "check_oob", "command", "dispatch"]
 
 
 @dataclass
@@ -62,6 +62,18 @@ def command(
         return handler
 
     return register
+
+
+def check_oob(name: str) -> None:
+    """Refuse ``exec-oob`` of a command that cannot run out of band.
+
+    None of qomhost's commands can (QEMU 7.2 allows it only for a few
+    migration and yank commands).
+    """
+    _load()
+    if name not in COMMANDS:
+        raise CommandError(f"The command {name} has not been found", COMMAND_NOT_FOUND)
+    raise CommandError(f"The command {name} does not support OOB")
 
 
 def dispatch(ctx: CommandContext, name: str, arguments: dict[str, object]) -> object:

@@ -72,4 +72,7 @@ def human_monitor_command(ctx: CommandContext, args: dict[str, Any]) -> object:
     """Run an HMP command line and return what it printed."""
     from qomhost.monitor.hmp import run_hmp_command
 
+    if "cpu-index" in args:
+        # There are no CPUs to select (the machine is "none").
+        raise QemuError("Parameter 'cpu-index' expects a CPU number")
     return run_hmp_command(ctx.host, args["command-line"])

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from qomhost.errors import COMMAND_NOT_FOUND, QemuError
-from qomhost.monitor.commands import dispatch
+from qomhost.monitor.commands import check_oob, dispatch
 from qomhost.monitor.qmp.protocol import BadRequest, QmpProtocol, greeting
 
 if TYPE_CHECKING:
@@ -44,6 +44,9 @@ class QmpMonitor:
 
     def chr_read(self, data: bytes) -> None:
         for item in self.protocol.receive_data(data):
+            if self.host.shutdown_reason is not None:
+                # QEMU leaves the main loop at once; queued requests go unanswered.
+                return
             self._handle(item)
 
     def chr_closed(self) -> None:
@@ -59,6 +62,8 @@ class QmpMonitor:
         try:
             if negotiating and request.command != "qmp_capabilities":
                 raise QemuError(_NEGOTIATE, COMMAND_NOT_FOUND)
+            if request.oob:
+                check_oob(request.command)
             result = dispatch(self.host.command_context(self), request.command, request.arguments)
         except QemuError as err:
             if negotiating and err.error_class == COMMAND_NOT_FOUND:
