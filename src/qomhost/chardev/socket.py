@@ -128,9 +128,7 @@ class ChardevSocket(Chardev):
                 else f"Failed to bind socket: {os.strerror(exc.errno or 0)}"
             ) from None
         if family != socket.AF_UNIX and self.address.port == "0":
-            self.address = SocketAddress(
-                host=self.address.host, port=str(sock.getsockname()[1])
-            )
+            self.address = SocketAddress(host=self.address.host, port=str(sock.getsockname()[1]))
         sock.setblocking(False)
         self._listener = sock
 

@@ -60,9 +60,7 @@ def _visit_json_text(text: str) -> ObjectSpec:
     return ObjectSpec(type_name, ident, props)
 
 
-def parse_object_cli(
-    text: str, group: OptsList, warnings: list[str]
-) -> ObjectSpec | str:
+def parse_object_cli(text: str, group: OptsList, warnings: list[str]) -> ObjectSpec | str:
     """Parse one ``qemu-system -object`` argument: a spec, or help text.
 
     Errors raised here are parse-time errors (QEMU prints them with the

@@ -354,7 +354,9 @@ def _open_chardev(host: object, chr_plan: _ChardevPlan, plan: _Plan, rep: _Repor
         sock.wait = flag("wait", True)
         sock.nodelay = flag("nodelay", False)
         reconnect = opts.get("reconnect")
-        sock.reconnect = int(qemu_opt_value_to("number", "reconnect", reconnect)) if reconnect else 0
+        sock.reconnect = (
+            int(qemu_opt_value_to("number", "reconnect", reconnect)) if reconnect else 0
+        )
         sock.label = chr_plan.ident
         sock.open()
     except QemuError as err:

@@ -150,7 +150,7 @@ def _command_word(line: str, pos: int) -> tuple[str, int, int]:
 
 def _run(host: Host, line: str, pos: int, table: tuple[HmpCommand, ...], out: _Output) -> None:
     cmd_start = pos
-    word, start, pos = _command_word(line, pos)
+    word, _start, pos = _command_word(line, pos)
     if not word:
         return
     cmd = next((c for c in table if c.matches(word)), None)
@@ -178,7 +178,7 @@ def _run(host: Host, line: str, pos: int, table: tuple[HmpCommand, ...], out: _O
 def _run_sub(
     host: Host, line: str, prefix_start: int, pos: int, table: tuple[HmpCommand, ...], out: _Output
 ) -> None:
-    word, start, end = _command_word(line, pos)
+    word, _start, end = _command_word(line, pos)
     cmd = next((c for c in table if c.matches(word)), None)
     if cmd is None:
         out.print(f"unknown command: '{line[prefix_start:end].strip()}'\n")
@@ -217,10 +217,11 @@ def _hmp_help(host: Host, out: _Output, args: dict[str, object]) -> None:
         return
     assert isinstance(name, str)
     words = name.split()
-    cmd = next((c for c in HMP_COMMANDS if c.matches(words[0])), None)
-    if cmd is None:
+    found = next((c for c in HMP_COMMANDS if c.matches(words[0])), None)
+    if found is None:
         out.print(f"unknown command: '{words[0]}'\n")
         return
+    cmd = found
     if cmd.sub_table is not None:
         if len(words) == 1:
             for sub in cmd.sub_table:
@@ -270,7 +271,9 @@ def _hmp_qom_set(host: Host, out: _Output, args: dict[str, object]) -> None:
         from qomhost.monitor.commands.qom import qom_set
         from qomhost.qapi.json import parse_json
 
-        qom_set(host.command_context(), {"path": path, "property": prop, "value": parse_json(value)})
+        qom_set(
+            host.command_context(), {"path": path, "property": prop, "value": parse_json(value)}
+        )
         return
     obj, ambiguous = resolve_path(host.root, path)
     if obj is None:

@@ -91,7 +91,9 @@ class Machine(Object):
 
     def __init__(self, type_name: str) -> None:
         super().__init__(type_name)
-        self.values: dict[str, object] = {name: default for name, _t, _k, default, _d in _PROPERTIES}
+        self.values: dict[str, object] = {
+            name: default for name, _t, _k, default, _d in _PROPERTIES
+        }
         self.add_child("peripheral-anon", Container("container"))
         self.add_child("peripheral", Container("container"))
 

@@ -21,7 +21,7 @@ Library use::
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from qomhost.errors import ObjectError, QemuError
 from qomhost.qapi.schema import BOOL, STR, EnumKind, Member
@@ -65,7 +65,7 @@ def read_file_contents(path: str) -> bytes:
     except OSError as exc:
         raise OSError(f"Failed to open file “{path}”: {os.strerror(exc.errno or 0)}") from None
     try:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             try:
                 chunk = os.read(fd, 1 << 16)
@@ -83,7 +83,7 @@ def read_file_contents(path: str) -> bytes:
 class SecretCommon(Object):
     """``secret_common``: the abstract parent of every secret type."""
 
-    MEMBERS = (
+    MEMBERS: ClassVar[tuple[Member, ...]] = (
         # 7.2's QAPI schema still lists "loaded"; QOM refuses to set it.
         Member("loaded", BOOL),
         Member("format", SECRET_FORMAT),
@@ -182,7 +182,7 @@ def lookup_secret(lookup: Callable[[str], Object | None], secret_id: str) -> Sec
 class Secret(SecretCommon):
     """``secret``: the payload is ``data`` or the contents of ``file``."""
 
-    MEMBERS = (Member("data", STR), Member("file", STR))
+    MEMBERS: ClassVar[tuple[Member, ...]] = (Member("data", STR), Member("file", STR))
 
     def __init__(self, type_name: str) -> None:
         super().__init__(type_name)

@@ -187,7 +187,7 @@ class TypeRegistry:
         """Class properties in QEMU's iteration order (most derived class first)."""
         impl: _TypeImpl | None = self.impl(name)
         while impl is not None:
-            for key in impl.order.keys():
+            for key in impl.order:
                 yield impl.properties[key]
             impl = impl.parent
 
@@ -258,7 +258,7 @@ class Object:
 
     def properties(self) -> Iterator[ObjectProperty]:
         """Every property in QEMU's iteration order: instance, then classes."""
-        for key in self._prop_order.keys():
+        for key in self._prop_order:
             yield self._props[key]
         yield from types.class_properties(self.type_name)
 
@@ -328,7 +328,7 @@ class Object:
 
     def children(self) -> Iterator[tuple[str, Object]]:
         """``(name, child)`` pairs in QEMU's iteration order."""
-        for key in self._prop_order.keys():
+        for key in self._prop_order:
             prop = self._props[key]
             if prop.is_child and prop.target is not None:
                 child = prop.target(self)

@@ -37,10 +37,10 @@ __all__ = [
     "creatable_types",
     "del_object",
     "id_wellformed",
+    "members_for",
     "new_object",
     "type_help",
     "types_help",
-    "members_for",
     "visit_object_options",
 ]
 
@@ -60,11 +60,7 @@ def bad_id_error() -> ObjectError:
 
 def creatable_types() -> list[TypeInfo]:
     """Concrete user-creatable types, sorted as ``-object help`` lists them."""
-    found = [
-        info
-        for info in types
-        if not info.abstract and types.is_a(info.name, USER_CREATABLE)
-    ]
+    found = [info for info in types if not info.abstract and types.is_a(info.name, USER_CREATABLE)]
     return sorted(found, key=lambda info: info.name.lower())
 
 

@@ -54,7 +54,7 @@ class QmpMonitor:
 
     # --- requests ----------------------------------------------------------------
     def _handle(self, item: object) -> None:
-        request = self.protocol.check(item)  # type: ignore[arg-type]
+        request = self.protocol.check(item)
         if isinstance(request, BadRequest):
             self.chardev.write(self.protocol.error_reply(request.error, request.id))
             return
@@ -65,15 +65,16 @@ class QmpMonitor:
             if request.oob:
                 check_oob(request.command)
             result = dispatch(self.host.command_context(self), request.command, request.arguments)
-        except QemuError as err:
-            if negotiating and err.error_class == COMMAND_NOT_FOUND:
-                err = QemuError(_NEGOTIATE, COMMAND_NOT_FOUND)
-            self.chardev.write(self.protocol.error_reply(err, request.id))
+        except QemuError as failure:
+            error = failure
+            if negotiating and failure.error_class == COMMAND_NOT_FOUND:
+                error = QemuError(_NEGOTIATE, COMMAND_NOT_FOUND)
+            self.chardev.write(self.protocol.error_reply(error, request.id))
             return
         except Exception:
             log.exception("command %s failed", request.command)
-            err = QemuError(f"internal error running {request.command}")
-            self.chardev.write(self.protocol.error_reply(err, request.id))
+            internal = QemuError(f"internal error running {request.command}")
+            self.chardev.write(self.protocol.error_reply(internal, request.id))
             return
         self.chardev.write(self.protocol.reply(result, request.id))
 
