@@ -1,10 +1,184 @@
-"""``qomctl``: tools QEMU does not ship (filled in below)."""
+"""``qomctl``: tools around QEMU's objects that QEMU itself does not ship.
+
+``qomctl secret encrypt`` does what libvirt does for every password it
+hands to QEMU: encrypt it with AES-256-CBC under a master key secret and a
+fresh random IV, and print the ready ``-object secret,...`` arguments::
+
+    $ qomctl secret new-key > key.b64
+    $ qomctl secret encrypt --key-file key.b64 --id sec0 --data letmein --with-key
+    -object secret,id=secmaster0,format=base64,file=key.b64
+    -object secret,id=sec0,keyid=secmaster0,format=base64,data=...,iv=...
+
+``qomctl secret decrypt`` runs QEMU's own loading path (the same code as
+the ``secret`` object, so the same checks and messages) and writes the
+plaintext to standard output.
+"""
 
 from __future__ import annotations
 
+import argparse
+import base64
+import os
 import sys
+from collections.abc import Sequence
+
+from qomhost.errors import QemuError
+
+__all__ = ["main"]
 
 
-def main() -> None:
+def _escape_opt(value: str) -> str:
+    """Escape a QemuOpts value: a comma is written twice."""
+    return value.replace(",", ",,")
+
+
+def _load_key(path: str, key_format: str) -> bytes:
+    from qomhost.host import Host
+
+    host = Host()
+    host.add_object("secret", "key", file=path, format=key_format)
+    return host.secret_bytes("key")
+
+
+def _read_plaintext(args: argparse.Namespace) -> bytes:
+    if args.data is not None:
+        data: bytes = args.data.encode("utf-8", "surrogateescape")
+        return data
+    if args.file is not None:
+        with open(args.file, "rb") as f:
+            return f.read()
+    return sys.stdin.buffer.read()
+
+
+def cmd_new_key(args: argparse.Namespace) -> int:
+    """Print a random 32-byte master key, base64-encoded."""
+    sys.stdout.write(base64.b64encode(os.urandom(32)).decode("ascii") + "\n")
+    return 0
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    """Encrypt a secret under the master key and print the -object arguments."""
+    from qomhost.crypto.aes import aes256_cbc_encrypt
+
+    key = _load_key(args.key_file, args.key_format)
+    if len(key) != 32:
+        raise QemuError("Key should be 32 bytes in length")
+    plaintext = _read_plaintext(args)
+    iv = os.urandom(16)
+    ciphertext = base64.b64encode(aes256_cbc_encrypt(key, iv, plaintext)).decode("ascii")
+    iv_b64 = base64.b64encode(iv).decode("ascii")
+    if args.json:
+        import json
+
+        lines = []
+        if args.with_key:
+            key_obj = {
+                "qom-type": "secret",
+                "id": args.key_id,
+                "format": args.key_format,
+                "file": args.key_file,
+            }
+            lines.append(json.dumps(key_obj))
+        obj = {
+            "qom-type": "secret",
+            "id": args.id,
+            "keyid": args.key_id,
+            "format": "base64",
+            "data": ciphertext,
+            "iv": iv_b64,
+        }
+        lines.append(json.dumps(obj))
+        for line in lines:
+            sys.stdout.write(f"-object {line}\n")
+        return 0
+    if args.with_key:
+        sys.stdout.write(
+            f"-object secret,id={args.key_id},format={args.key_format},"
+            f"file={_escape_opt(args.key_file)}\n"
+        )
+    sys.stdout.write(
+        f"-object secret,id={args.id},keyid={args.key_id},format=base64,"
+        f"data={ciphertext},iv={iv_b64}\n"
+    )
+    return 0
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    """Decrypt as QEMU would load the secret, and write the plaintext."""
+    from qomhost.host import Host
+
+    host = Host()
+    host.add_object("secret", "key", file=args.key_file, format=args.key_format)
+    data = args.data if args.data is not None else None
+    props: dict[str, object] = {"keyid": "key", "iv": args.iv, "format": args.format}
+    if data is not None:
+        props["data"] = data
+    elif args.file is not None:
+        props["file"] = args.file
+    else:
+        props["data"] = sys.stdin.buffer.read().decode("ascii", "replace")
+    host.add_object("secret", "secret", **props)
+    sys.stdout.buffer.write(host.secret_bytes("secret"))
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qomctl", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="group", required=True)
+    secret = sub.add_parser("secret", help="encrypt and decrypt QEMU secrets")
+    ops = secret.add_subparsers(dest="op", required=True)
+
+    new_key = ops.add_parser("new-key", help="print a random base64 master key")
+    new_key.set_defaults(func=cmd_new_key)
+
+    def key_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--key-file", required=True, help="the master key file")
+        p.add_argument(
+            "--key-format",
+            choices=("base64", "raw"),
+            default="base64",
+            help="how the key file is encoded (default: base64)",
+        )
+
+    enc = ops.add_parser("encrypt", help="print -object arguments for an encrypted secret")
+    key_args(enc)
+    enc.add_argument("--id", default="sec0", help="id of the new secret (default: sec0)")
+    enc.add_argument(
+        "--key-id", default="secmaster0", help="id of the key secret (default: secmaster0)"
+    )
+    src = enc.add_mutually_exclusive_group()
+    src.add_argument("--data", help="the plaintext (default: standard input)")
+    src.add_argument("--file", help="read the plaintext from a file")
+    enc.add_argument("--with-key", action="store_true", help="also print the key's -object")
+    enc.add_argument("--json", action="store_true", help="print the JSON form of -object")
+    enc.set_defaults(func=cmd_encrypt)
+
+    dec = ops.add_parser("decrypt", help="decrypt a secret as QEMU would load it")
+    key_args(dec)
+    dec.add_argument("--iv", required=True, help="the base64 IV")
+    dec.add_argument(
+        "--format",
+        choices=("base64", "raw"),
+        default="base64",
+        help="encoding of the ciphertext (default: base64)",
+    )
+    dsrc = dec.add_mutually_exclusive_group()
+    dsrc.add_argument("--data", help="the ciphertext (default: standard input)")
+    dsrc.add_argument("--file", help="read the ciphertext from a file")
+    dec.set_defaults(func=cmd_decrypt)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
-    sys.exit(0)
+    args = _parser().parse_args(argv)
+    try:
+        status = args.func(args)
+    except QemuError as err:
+        sys.stderr.write(f"qomctl: {err.desc}\n")
+        status = 1
+    except OSError as err:
+        sys.stderr.write(f"qomctl: {err.filename or ''}: {err.strerror}\n")
+        status = 1
+    sys.exit(status)

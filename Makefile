@@ -1,0 +1,45 @@
+# make demo  - set up and run the seed's examples end to end
+# make test  - set up and run every test (lint and types included)
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Debian packages the tests use: QEMU 7.2 as the reference and peer, openssl.
+DEBS   := qemu-system-x86 qemu-utils openssl bsdextrautils
+
+.PHONY: demo test lint typecheck unit differential interop integration bench system-deps clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+# As root (CI), install what is missing; otherwise say what is missing.
+system-deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (tests that need them are skipped)"; fi; \
+	fi
+
+demo: $(STAMP) system-deps
+	$(PY) demo/run_demo.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks demo
+	$(VENV)/bin/ruff format --check src tests benchmarks demo
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict src
+
+test: $(STAMP) system-deps lint typecheck
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: $(STAMP) system-deps
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
