@@ -9,7 +9,6 @@ the official ``qemu.qmp`` client, printing each command and its answer.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -79,7 +78,10 @@ def run(work: Path) -> int:
 
         def execute(cmd: str, **args: object) -> object:
             reply = qmp.cmd_raw(cmd, args or None)
-            print(f"\n-> {json.dumps({'execute': cmd, 'arguments': args} if args else {'execute': cmd})}")
+            request: dict[str, object] = {"execute": cmd}
+            if args:
+                request["arguments"] = args
+            print(f"\n-> {json.dumps(request)}")
             print(f"<- {json.dumps(reply)}")
             return reply
 
