@@ -16,6 +16,7 @@ and the QMP and HMP monitors attached to chardevs.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,7 @@ class Host:
     def __init__(self, name: str | None = None) -> None:
         self.name = name
         self.context = AioContext("main-loop")
+        self.context.thread_id = threading.get_native_id()
         self.root: Object = Container("container")
         self.machine: Object | None = None
         self.chardevs = Container("container")
@@ -84,10 +86,21 @@ class Host:
 
     def _prepare(self, obj: Object) -> None:
         """Give a new object what it may need from the host before ``complete()``."""
+        from qomhost.objects.iothread import MainLoop
         from qomhost.objects.secret import SecretCommon
 
         if isinstance(obj, SecretCommon):
             obj.lookup = self.lookup_object
+        elif isinstance(obj, MainLoop):
+            obj.main_context = self.context
+
+            def another_exists() -> bool:
+                return any(
+                    isinstance(other, MainLoop) and other is not obj
+                    for _id, other in self.objects_root().children()
+                )
+
+            obj.another_exists = another_exists
 
     # --- object creation --------------------------------------------------------
     def add_object(self, qom_type: str, ident: str, **props: Any) -> Object:

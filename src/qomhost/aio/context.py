@@ -3,20 +3,29 @@
 One context runs in one thread. It offers what QEMU's offers:
 
 * **fd handlers** -- a read and/or write callback per file descriptor,
-  multiplexed with ``epoll``;
+  multiplexed with ``epoll``; a handler may also have a *poll* callback
+  (``io_poll``) that checks memory without a system call (say, a
+  virtqueue index) and returns True when there is work;
+* **event notifiers** -- eventfds with such handlers
+  (:meth:`AioContext.set_event_notifier`);
 * **bottom halves** -- callbacks scheduled from any thread, run once on the
   loop's next iteration (the loop is woken through an eventfd);
 * **timers** -- callbacks at a monotonic deadline;
-* **poll handlers** -- callables that check memory without a system call
-  (say, a virtqueue index); they are run while the loop busy-waits for at
-  most ``poll_ns``, before it blocks in ``epoll``. The window adapts with
-  QEMU's algorithm (see :meth:`AioContext.adjust_polling`).
+* **adaptive polling** -- before blocking in ``epoll``, the loop busy-waits
+  on the poll callbacks for up to ``poll_ns``, a window that grows and
+  shrinks with QEMU's algorithm (:meth:`AioContext.adjust_polling`). As in
+  QEMU with the epoll fd monitor, polling happens only while every handler
+  has a poll callback;
+* a **thread pool** for blocking work (:meth:`AioContext.run_in_pool`),
+  sized by ``thread-pool-min``/``thread-pool-max``.
 
-The main loop is one ``AioContext``; each iothread runs another.
+The main loop is one ``AioContext``; each iothread runs another. A
+callback that raises is logged and the loop goes on.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import heapq
 import itertools
 import logging
@@ -27,13 +36,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-__all__ = ["AioContext", "FdHandler", "PollHandler", "Timer"]
+from qomhost.aio.threadpool import ThreadPool
+
+__all__ = ["AioContext", "EventNotifier", "FdHandler", "Timer"]
 
 log = logging.getLogger("qomhost.aio")
 
+T = TypeVar("T")
+
 #: the first growth step of the polling window, as in QEMU
 POLL_FIRST_STEP_NS = 4000
+#: linux-aio's batch size when ``aio-max-batch`` is 0
+DEFAULT_MAX_BATCH = 32
 
 
 @dataclass(eq=False)
@@ -43,14 +59,10 @@ class FdHandler:
     fd: int
     on_read: Callable[[], None] | None
     on_write: Callable[[], None] | None
-
-
-@dataclass(eq=False)
-class PollHandler:
-    """A check that needs no system call; returns True when it made progress."""
-
-    poll: Callable[[], bool]
-    on_ready: Callable[[], None]
+    #: checks for work without a system call; True means progress is possible
+    io_poll: Callable[[], bool] | None = None
+    #: runs when ``io_poll`` found work
+    io_poll_ready: Callable[[], None] | None = None
 
 
 @dataclass(order=True)
@@ -67,13 +79,44 @@ class Timer:
         self.cancelled = True
 
 
+class EventNotifier:
+    """An eventfd, QEMU's ``EventNotifier``: one side sets, the other tests."""
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def set(self) -> None:
+        """Signal the notifier (from any thread or process holding the fd)."""
+        os.eventfd_write(self.fd, 1)
+
+    def test_and_clear(self) -> bool:
+        """Whether it was set since the last call; clears it."""
+        try:
+            return os.eventfd_read(self.fd) > 0
+        except BlockingIOError:
+            return False
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _call(callback: Callable[[], object], what: str) -> None:
+    """Run a callback; an exception is logged, never fatal to the loop."""
+    try:
+        callback()
+    except Exception:
+        log.exception("%s raised", what)
+
+
 class AioContext:
-    """An event loop for one thread. Safe to call ``schedule`` from any thread."""
+    """An event loop for one thread. ``schedule``/``notify`` are safe from any thread."""
 
     def __init__(self, name: str = "main-loop") -> None:
         self.name = name
         self._epoll = select.epoll()
         self._handlers: dict[int, FdHandler] = {}
+        self._poll_disable_cnt = 0
+        self._poll_handlers: list[FdHandler] = []
         self._bh: deque[Callable[[], None]] = deque()
         self._bh_lock = threading.Lock()
         self._timers: list[Timer] = []
@@ -81,14 +124,17 @@ class AioContext:
         self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._notified = False
         self._epoll.register(self._notify_fd, select.EPOLLIN)
-        self._poll_handlers: list[PollHandler] = []
         #: adaptive polling state (QEMU's ctx->poll_ns and parameters)
         self.poll_ns = 0
         self.poll_max_ns = 0
         self.poll_grow = 0
         self.poll_shrink = 0
         self.aio_max_batch = 0
+        self.thread_pool_min = 0
+        self.thread_pool_max = 64
+        self._pool: ThreadPool | None = None
         self.clock: Callable[[], int] = time.monotonic_ns
+        #: the native id of the thread running this context, once known
         self.thread_id: int | None = None
         self._closed = False
 
@@ -98,26 +144,61 @@ class AioContext:
         fd: int,
         on_read: Callable[[], None] | None,
         on_write: Callable[[], None] | None = None,
+        io_poll: Callable[[], bool] | None = None,
+        io_poll_ready: Callable[[], None] | None = None,
     ) -> None:
-        """Watch ``fd``; with both callbacks ``None`` the fd is forgotten."""
+        """Watch ``fd``; with both callbacks ``None`` the fd is forgotten.
+
+        A handler without ``io_poll`` disables polling for the whole
+        context while it is registered, because only a real wait can tell
+        when its fd is ready (QEMU's ``poll_disable_cnt``).
+        """
         mask = (select.EPOLLIN if on_read else 0) | (select.EPOLLOUT if on_write else 0)
-        if fd in self._handlers:
+        old = self._handlers.pop(fd, None)
+        if old is not None:
+            self._forget(old)
             if mask:
                 self._epoll.modify(fd, mask)
-                self._handlers[fd] = FdHandler(fd, on_read, on_write)
             else:
                 self._epoll.unregister(fd)
-                del self._handlers[fd]
         elif mask:
             self._epoll.register(fd, mask)
-            self._handlers[fd] = FdHandler(fd, on_read, on_write)
+        if mask:
+            handler = FdHandler(fd, on_read, on_write, io_poll, io_poll_ready)
+            self._handlers[fd] = handler
+            if io_poll is None:
+                self._poll_disable_cnt += 1
+            else:
+                self._poll_handlers.append(handler)
 
-    def add_poll_handler(self, handler: PollHandler) -> None:
-        """Run ``handler.poll`` while the loop polls; ``on_ready`` on progress."""
-        self._poll_handlers.append(handler)
+    def _forget(self, handler: FdHandler) -> None:
+        if handler.io_poll is None:
+            self._poll_disable_cnt -= 1
+        else:
+            self._poll_handlers.remove(handler)
 
-    def remove_poll_handler(self, handler: PollHandler) -> None:
-        self._poll_handlers.remove(handler)
+    def set_event_notifier(
+        self,
+        notifier: EventNotifier,
+        on_event: Callable[[], None] | None,
+        io_poll: Callable[[], bool] | None = None,
+        io_poll_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``on_event`` when ``notifier`` is set (``aio_set_event_notifier``).
+
+        With ``io_poll``, the loop can notice work by polling, before the
+        notifier is even set; ``io_poll_ready`` (default: ``on_event``)
+        then runs.
+        """
+        if on_event is None:
+            self.set_fd_handler(notifier.fd, None)
+            return
+
+        def on_read() -> None:
+            notifier.test_and_clear()
+            on_event()
+
+        self.set_fd_handler(notifier.fd, on_read, None, io_poll, io_poll_ready or on_event)
 
     def schedule(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once in this context's thread (a bottom half)."""
@@ -141,6 +222,22 @@ class AioContext:
         heapq.heappush(self._timers, timer)
         return timer
 
+    def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn`` in this context's thread; a future for its result."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self.schedule(run)
+        return future
+
+    # --- parameters ---------------------------------------------------------
     def set_poll_params(self, max_ns: int, grow: int, shrink: int) -> None:
         """Change the polling parameters; the window restarts from 0."""
         self.poll_max_ns = max_ns
@@ -148,6 +245,30 @@ class AioContext:
         self.poll_shrink = shrink
         self.poll_ns = 0
         self.notify()
+
+    def set_aio_params(self, max_batch: int) -> None:
+        """Set ``aio-max-batch`` (0: the engine's default)."""
+        self.aio_max_batch = max_batch
+        self.notify()
+
+    def batch_limit(self, default: int = DEFAULT_MAX_BATCH) -> int:
+        """How many queued requests a batching handler takes at once."""
+        return self.aio_max_batch or default
+
+    def set_thread_pool_params(self, minimum: int, maximum: int) -> None:
+        """Resize the worker pool. Raises ``ValueError`` for QEMU's bad pairs."""
+        if minimum > maximum or maximum <= 0 or minimum < 0 or max(minimum, maximum) > 2**31 - 1:
+            raise ValueError("bad thread-pool-min/thread-pool-max values")
+        self.thread_pool_min = minimum
+        self.thread_pool_max = maximum
+        if self._pool is not None:
+            self._pool.resize(minimum, maximum)
+
+    def run_in_pool(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        """Run blocking ``fn(*args)`` on this context's worker pool."""
+        if self._pool is None:
+            self._pool = ThreadPool(self.name, self.thread_pool_min, self.thread_pool_max)
+        return self._pool.submit(fn, *args)
 
     # --- the loop -----------------------------------------------------------
     def _timeout_ns(self) -> int:
@@ -162,16 +283,22 @@ class AioContext:
 
     def _try_poll(self, timeout_ns: int) -> tuple[bool, int]:
         """Busy-poll for up to ``min(timeout, poll_ns)``; returns (progress, timeout)."""
-        if not self._poll_handlers or self.poll_ns == 0 or timeout_ns == 0:
+        if not self._poll_handlers or self._poll_disable_cnt or self.poll_ns == 0:
             return False, timeout_ns
         max_ns = self.poll_ns if timeout_ns < 0 else min(timeout_ns, self.poll_ns)
-        start = self.clock()
+        if max_ns == 0:
+            return False, timeout_ns
+        clock = self.clock
+        start = clock()
+        handlers = self._poll_handlers
         while True:
-            for handler in self._poll_handlers:
-                if handler.poll():
-                    handler.on_ready()
+            for handler in handlers:
+                assert handler.io_poll is not None
+                if handler.io_poll():
+                    if handler.io_poll_ready is not None:
+                        _call(handler.io_poll_ready, "poll handler")
                     return True, 0
-            elapsed = self.clock() - start
+            elapsed = clock() - start
             if elapsed >= max_ns:
                 break
         if timeout_ns > 0:
@@ -198,17 +325,18 @@ class AioContext:
 
     def run_once(self, blocking: bool = True) -> bool:
         """One iteration (``aio_poll``): wait, then dispatch. True if work was done."""
-        start = self.clock() if self.poll_max_ns else 0
+        polling = self.poll_max_ns != 0
+        start = self.clock() if polling else 0
         timeout = self._timeout_ns() if blocking else 0
         progress, timeout = self._try_poll(timeout)
         events: list[tuple[int, int]] = []
-        if timeout != 0 or not progress:
+        if not progress:
             wait = -1.0 if timeout < 0 else timeout / 1e9
             try:
                 events = self._epoll.poll(wait)
             except InterruptedError:
                 events = []
-        if self.poll_max_ns:
+        if polling:
             self.adjust_polling(self.clock() - start)
         return self._dispatch(events) or progress
 
@@ -225,20 +353,21 @@ class AioContext:
             if handler is None:
                 continue
             if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and handler.on_read:
-                handler.on_read()
+                _call(handler.on_read, f"fd {fd} read handler")
                 progress = True
             # The read callback may have removed or replaced the handler.
             handler = self._handlers.get(fd)
             if handler is not None and mask & select.EPOLLOUT and handler.on_write:
-                handler.on_write()
+                _call(handler.on_write, f"fd {fd} write handler")
                 progress = True
         progress |= self._run_bottom_halves()
-        now = self.clock()
-        while self._timers and (self._timers[0].cancelled or self._timers[0].deadline <= now):
-            timer = heapq.heappop(self._timers)
-            if not timer.cancelled:
-                timer.callback()
-                progress = True
+        if self._timers:
+            now = self.clock()
+            while self._timers and (self._timers[0].cancelled or self._timers[0].deadline <= now):
+                timer = heapq.heappop(self._timers)
+                if not timer.cancelled:
+                    _call(timer.callback, "timer")
+                    progress = True
         return progress
 
     def _run_bottom_halves(self) -> bool:
@@ -249,13 +378,15 @@ class AioContext:
             pending, self._bh = self._bh, deque()
             self._notified = False
         for callback in pending:
-            callback()
+            _call(callback, "bottom half")
         return True
 
     def close(self) -> None:
-        """Release the epoll and eventfd descriptors."""
+        """Release the epoll and eventfd descriptors and stop the worker pool."""
         if self._closed:
             return
         self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown()
         self._epoll.close()
         os.close(self._notify_fd)

@@ -336,7 +336,18 @@ def _print_tree(out: _Output, obj: object, name: str, indent: int) -> None:
         _print_tree(out, child, child_name, indent + 2)
 
 
+def _hmp_info_iothreads(host: Host, out: _Output, args: dict[str, object]) -> None:
+    from qomhost.monitor.commands.iothread import iothread_infos
+
+    for info in iothread_infos(host.command_context()):
+        out.print(f"{info['id']}:\n")
+        out.print(f"  thread_id={info['thread-id']}\n")
+        for key in ("poll-max-ns", "poll-grow", "poll-shrink", "aio-max-batch"):
+            out.print(f"  {key}={info[key]}\n")
+
+
 INFO_COMMANDS: tuple[HmpCommand, ...] = (
+    HmpCommand("iothreads", "", "", "show iothreads", _hmp_info_iothreads),
     HmpCommand("name", "", "", "show the current VM name", _hmp_info_name),
     HmpCommand("qom-tree", "path:s?", "[path]", "show QOM composition tree", _hmp_info_qom_tree),
     HmpCommand("version", "", "", "show the version of QEMU", _hmp_info_version),

@@ -31,6 +31,15 @@ _TYPES = (
     TypeInfo("bus", "object", abstract=True),
     TypeInfo("System", "bus"),
     TypeInfo(
+        "event-loop-base",
+        "object",
+        impl="qomhost.objects.iothread:EventLoopBase",
+        abstract=True,
+        interfaces=(USER_CREATABLE,),
+    ),
+    TypeInfo("iothread", "event-loop-base", impl="qomhost.objects.iothread:IOThread"),
+    TypeInfo("main-loop", "event-loop-base", impl="qomhost.objects.iothread:MainLoop"),
+    TypeInfo(
         "secret_common",
         "object",
         impl="qomhost.objects.secret:SecretCommon",
