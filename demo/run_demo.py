@@ -2,8 +2,10 @@
 
 It builds the secrets the seed describes (inline, from a file, and
 AES-256-CBC encrypted with the ``openssl`` recipe), starts ``qomhost`` with
-them and a QMP socket, and runs the seed's QMP and HMP commands through
-the official ``qemu.qmp`` client, printing each command and its answer.
+them, the seed's iothread and a QMP socket, and runs the seed's QMP
+(``query-iothreads``) and HMP (``qom-set /objects/iothread1 poll-max-ns
+100000``) examples through the official ``qemu.qmp`` client, printing each
+command and its answer.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def run(work: Path) -> int:
         "-object", "secret,id=sec1,file=mypasswd.txt,format=raw",
         "-object", "secret,id=secmaster0,format=base64,file=key.b64",
         "-object", f"secret,id=sec2,keyid=secmaster0,format=base64,data={secret},iv={iv_b64}",
+        "-object", "iothread,id=iothread1,poll-max-ns=32768,poll-grow=0,poll-shrink=0,"
+                   "aio-max-batch=0",
     ]  # fmt: skip
     print("\n== starting qomhost")
     print("  $ " + " ".join(argv[:1] + [a if " " not in a else repr(a) for a in argv[1:]]))
@@ -103,11 +107,15 @@ def run(work: Path) -> int:
         execute("object-add", **{"qom-type": "secret", "id": "sec3", "data": "bGV0bWVpbg==",
                                  "format": "base64"})  # fmt: skip
         execute("object-del", id="sec0")
+        execute("query-iothreads")
         print("\n== HMP")
+        hmp("qom-set /objects/iothread1 poll-max-ns 100000")
+        hmp("info iothreads")
         hmp("info qom-tree /objects")
         hmp("qom-set /objects/sec1 format base64")
         hmp("qom-get /objects/sec1 format")
         hmp("object_add secret,id=sec4,keyid=nope,data=x,iv=x")
+        execute("query-iothreads")
         execute("quit")
         qmp.close()
         status = proc.wait(timeout=10)
