@@ -12,15 +12,17 @@ the same properties, defaults, errors and QMP answers::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __all__ = ["Host", "QemuError", "__version__"]
 
 __version__ = "0.1.0"
 
 from qomhost.errors import QemuError
 
+# Not typing.TYPE_CHECKING: importing typing would slow every start-up.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from qomhost.host import Host
 
 

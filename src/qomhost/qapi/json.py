@@ -31,14 +31,17 @@ Public API: :func:`parse_json`, :class:`JsonStreamParser`, :func:`dump_json`,
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Iterable, Iterator
 from itertools import repeat
-from typing import AnyStr, Final
 
 from qomhost.errors import JsonParseError
+
+# Start-up imports neither ``typing`` nor ``re``: either would cost a large
+# share of a whole qomhost start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import AnyStr, Final
 
 __all__ = [
     "MAX_NESTING",
@@ -179,26 +182,57 @@ def _build_table() -> list[list[int]]:
     return table
 
 
-_TABLE: Final = _build_table()
-
+# The exact path's table and patterns are built on first use (see
+# _prepare_exact): well-formed QMP input and output never need them.
+_TABLE: list[list[int]]
 # Runs of bytes that keep the lexer in the same state, matched in one go for
 # speed; the byte after a run goes through the table.
-_STR_BODY = rb"[^%(q)s\\\x00-\x1f\xfe\xff]*(?:\\[\x20-\xfd][^%(q)s\\\x00-\x1f\xfe\xff]*)*"
-_DQ_BODY = _STR_BODY % {b"q": b'"'}
-_SQ_BODY = _STR_BODY % {b"q": b"'"}
-_RUNS: Final[dict[int, re.Pattern[bytes]]] = {
-    _DQ: re.compile(_DQ_BODY),
-    _SQ: re.compile(_SQ_BODY),
-    _DIGITS: re.compile(rb"[0-9]*"),
-    _MANTISSA_DIGITS: re.compile(rb"[0-9]*"),
-    _EXP_DIGITS: re.compile(rb"[0-9]*"),
-    _KEYWORD: re.compile(rb"[a-z]*"),
-}
-_RECOVERY_RUN: Final = re.compile(rb"[^\x00-\x08\x0a-\x1f\xfe\xff{}\[\]:,]*")
-_WS_RUN: Final = re.compile(rb"[ \t\r\n]*")
+_RUNS: dict[int, re.Pattern[bytes]]
+_RECOVERY_RUN: re.Pattern[bytes]
+_WS_RUN: re.Pattern[bytes]
 # Complete string tokens, for the common case of a string inside one chunk.
-_DQ_TOKEN: Final = re.compile(b'"' + _DQ_BODY + b'"')
-_SQ_TOKEN: Final = re.compile(b"'" + _SQ_BODY + b"'")
+_DQ_TOKEN: re.Pattern[bytes]
+_SQ_TOKEN: re.Pattern[bytes]
+_NONCHAR_RE: re.Pattern[str]
+_HEX4: re.Pattern[bytes]
+_NOT_PLAIN_RE: re.Pattern[str]
+_ESCAPE_RE: re.Pattern[str]
+_SURROGATE_RE: re.Pattern[str]
+_exact_ready = False
+
+
+def _prepare_exact() -> None:
+    """Build the lexer table and compile the patterns of the exact paths."""
+    global _TABLE, _RUNS, _RECOVERY_RUN, _WS_RUN, _DQ_TOKEN, _SQ_TOKEN, _NONCHAR_RE, _HEX4
+    global _NOT_PLAIN_RE, _ESCAPE_RE, _SURROGATE_RE, _exact_ready
+    import re
+
+    _TABLE = _build_table()
+    body = rb"[^%(q)s\\\x00-\x1f\xfe\xff]*(?:\\[\x20-\xfd][^%(q)s\\\x00-\x1f\xfe\xff]*)*"
+    dq_body = body % {b"q": b'"'}
+    sq_body = body % {b"q": b"'"}
+    _RUNS = {
+        _DQ: re.compile(dq_body),
+        _SQ: re.compile(sq_body),
+        _DIGITS: re.compile(rb"[0-9]*"),
+        _MANTISSA_DIGITS: re.compile(rb"[0-9]*"),
+        _EXP_DIGITS: re.compile(rb"[0-9]*"),
+        _KEYWORD: re.compile(rb"[a-z]*"),
+    }
+    _RECOVERY_RUN = re.compile(rb"[^\x00-\x08\x0a-\x1f\xfe\xff{}\[\]:,]*")
+    _WS_RUN = re.compile(rb"[ \t\r\n]*")
+    _DQ_TOKEN = re.compile(b'"' + dq_body + b'"')
+    _SQ_TOKEN = re.compile(b"'" + sq_body + b"'")
+    _NONCHAR_RE = re.compile("[" + "".join(_NONCHARACTERS) + "]")
+    _HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
+    # Escapes of surrogates (pairs included) and noncharacters, and a number
+    # that starts with a zero and has an exponent: these take the exact path.
+    _NOT_PLAIN_RE = re.compile(
+        r"\\u(?:[dD][89a-fA-F]|[fF][dD][dDeE]|[fF][fF][fF][eEfF])|(?<=[-\[:, \t\r\n])0[eE]"
+    )
+    _ESCAPE_RE = re.compile('[\x00-\x1f"\\\\\x7f-\U0010ffff]')
+    _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+    _exact_ready = True
 
 
 def _run_end(pattern: re.Pattern[AnyStr], data: AnyStr, pos: int) -> int:
@@ -223,7 +257,6 @@ def _c_text(raw: bytes | bytearray) -> str:
 _NONCHARACTERS: Final = [chr(c) for c in range(0xFDD0, 0xFDF0)] + [
     chr(plane << 16 | low) for plane in range(17) for low in (0xFFFE, 0xFFFF)
 ]
-_NONCHAR_RE: Final = re.compile("[" + "".join(_NONCHARACTERS) + "]")
 _NONCHAR_SET: Final = frozenset(_NONCHARACTERS)
 
 _SIMPLE_ESCAPES: Final = {
@@ -237,7 +270,6 @@ _SIMPLE_ESCAPES: Final = {
     ord("r"): "\r",
     ord("t"): "\t",
 }
-_HEX4: Final = re.compile(rb"[0-9a-fA-F]{4}")
 
 
 def _valid_codepoint(cp: int) -> bool:
@@ -429,17 +461,39 @@ def _reject_constant(name: str) -> object:
     raise _NotPlain  # NaN, Infinity
 
 
-_PLAIN_DECODER: Final = json.JSONDecoder(
-    object_pairs_hook=_pairs_hook, parse_int=_number, parse_constant=_reject_constant
-)
-# Escapes of surrogates (pairs included) and noncharacters, and a number
-# that starts with a zero and has an exponent: these take the exact path.
-_NOT_PLAIN_RE: Final = re.compile(
-    r"\\u(?:[dD][89a-fA-F]|[fF][dD][dDeE]|[fF][fF][fF][eEfF])|(?<=[-\[:, \t\r\n])0[eE]"
-)
-_WS_TEXT: Final = re.compile(r"[ \t\r\n]*")
+class _PlainContext:
+    """The settings ``_json.make_scanner`` reads, as ``json.JSONDecoder`` holds them."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = staticmethod(_pairs_hook)
+    parse_float = float
+    parse_int = staticmethod(_number)
+    parse_constant = staticmethod(_reject_constant)
+
+
+# The C scanner itself: the ``json`` package would import ``re``. In 3.11 the
+# scanner reports a syntax error as SystemError unless ``json.decoder`` was
+# imported; either way the text is not plain and takes the exact path.
+_scan_once: Callable[[str, int], tuple[object, int]]
+try:
+    from _json import make_scanner as _make_scanner
+except ImportError:  # pragma: no cover - CPython always has _json
+    from json.scanner import make_scanner as _make_scanner
+_scan_once = _make_scanner(_PlainContext)  # type: ignore[arg-type]
+_PLAIN_ERRORS: Final = (ValueError, RecursionError, StopIteration, SystemError, _NotPlain)
+_WS_CHARS: Final = " \t\r\n"
 # Messages up to this size cannot reach the token count or size limits.
 _PLAIN_MAX_LEN: Final = MAX_TOKEN_COUNT
+
+
+def _maybe_not_plain(segment: str) -> bool:
+    """Whether ``_NOT_PLAIN_RE`` could match; prepares it if so."""
+    if "\\u" not in segment and "0e" not in segment and "0E" not in segment:
+        return False
+    if not _exact_ready:
+        _prepare_exact()
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -499,6 +553,8 @@ class JsonStreamParser:
         files), never for a QMP connection.
         """
         out: list[object | JsonParseError] = []
+        if not _exact_ready:
+            _prepare_exact()
         state = self._state
         while state != _START:
             action = _TABLE[state][0]  # as if a NUL byte followed, without taking it
@@ -522,20 +578,21 @@ class JsonStreamParser:
         """Take complete plain objects at ``pos``; return where that stopped."""
         end = len(text)
         while True:
-            pos = _run_end(_WS_TEXT, text, pos)
+            while pos < end and text[pos] in _WS_CHARS:
+                pos += 1
             if pos == end or text[pos] != "{":
                 return pos
             try:
-                value, stop = _PLAIN_DECODER.raw_decode(text, pos)
-            except (ValueError, RecursionError, _NotPlain):
+                value, stop = _scan_once(text, pos)
+            except _PLAIN_ERRORS:
                 return pos
             if stop - pos > _PLAIN_MAX_LEN:
                 return pos
             segment = text[pos:stop]
             if (
                 segment.count("{") + segment.count("[") > MAX_NESTING
-                or _NOT_PLAIN_RE.search(segment)
                 or not segment.isascii()  # then latin-1 decoding was wrong
+                or (_maybe_not_plain(segment) and _NOT_PLAIN_RE.search(segment))
             ):
                 return pos
             out.append(value)
@@ -547,6 +604,8 @@ class JsonStreamParser:
         """Lex from ``pos`` until the end of ``data``, or until a value was
         completed and nothing is pending (the fast path may take over then).
         """
+        if not _exact_ready:
+            _prepare_exact()
         end = len(data)
         token = self._token
         state = self._state
@@ -745,8 +804,6 @@ def qdict_order(keys: Iterable[str]) -> list[str]:
     return list(_qdict_order(tuple(keys)))
 
 
-_ESCAPE_RE: Final = re.compile('[\x00-\x1f"\\\\\x7f-\U0010ffff]')
-_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
 _SHORT_ESCAPES: Final = {
     '"': '\\"',
     "\\": "\\\\",
@@ -803,8 +860,11 @@ def _mod_utf8_codepoints(raw: bytes) -> Iterator[int]:
 
 
 def _quote(s: str) -> str:
-    if _ESCAPE_RE.search(s) is None:
+    # Printable ASCII without quote or backslash is what _ESCAPE_RE leaves alone.
+    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
         return '"' + s + '"'
+    if not _exact_ready:
+        _prepare_exact()
     if _SURROGATE_RE.search(s) is None:
         return '"' + _ESCAPE_RE.sub(_escape_match, s) + '"'
     # Lone surrogates stand for bytes that are not valid UTF-8: decode those
@@ -833,7 +893,9 @@ def _scalar(value: object) -> str:
             return str(int(value))
         value = float(value)  # what QEMU would hold after parsing such a number
     if isinstance(value, float):
-        if math.isnan(value):
+        if value != value:  # NaN
+            import math
+
             return "-nan" if math.copysign(1.0, value) < 0 else "nan"
         return f"{float(value):.17g}"
     raise TypeError(f"cannot serialise {type(value).__name__} as JSON")
