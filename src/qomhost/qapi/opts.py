@@ -48,14 +48,14 @@ input, with QEMU's exact message (and hint, where QEMU prints one).
 
 from __future__ import annotations
 
-import decimal
-import math
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
-
+from qomhost._record import Record
 from qomhost.errors import OptsError
+
+# Command-line parsing runs at every start-up: no typing, re or decimal here.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Literal, TypeAlias
 
 __all__ = [
     "ID_HINT",
@@ -91,7 +91,7 @@ SIZE_HINT = (
 KeyvalValue: TypeAlias = "str | dict[str, KeyvalValue] | list[KeyvalValue]"
 
 #: The value types of a typed QemuOpts option (QEMU's ``QemuOptType``).
-OptType: TypeAlias = Literal["string", "bool", "number", "size"]
+OptType: TypeAlias = 'Literal["string", "bool", "number", "size"]'
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -106,8 +106,7 @@ _ALNUM = _ALPHA | _DIGITS
 _QAPI_TAIL = _ALNUM | frozenset("-_")
 _RFQDN = _ALNUM | frozenset("-.")
 
-_KEY_END = re.compile(r"[=,]")
-_ID = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+_ID_TAIL = _ALNUM | frozenset("._-")
 
 # The ranged integer kinds: C type name used in range errors, bounds, and
 # whether the visitor reads them through its int64 or its uint64 entry.
@@ -146,7 +145,16 @@ def is_help_option(text: str) -> bool:
 
 def id_wellformed(ident: str) -> bool:
     """QEMU's rule for ids: an ASCII letter, then letters, digits, ``-._``."""
-    return _ID.fullmatch(ident) is not None
+    return bool(ident) and ident[0] in _ALPHA and all(c in _ID_TAIL for c in ident[1:])
+
+
+def _key_end(text: str, pos: int) -> int:
+    """The index of the first ``=`` or ``,`` from ``pos``, else ``len(text)``."""
+    equals = text.find("=", pos)
+    comma = text.find(",", pos)
+    if equals < 0:
+        return len(text) if comma < 0 else comma
+    return equals if comma < 0 or equals < comma else comma
 
 
 def _param_expects(name: str, what: str) -> OptsError:
@@ -264,6 +272,7 @@ def _parse_uint(text: str, pos: int) -> tuple[int, int] | None:
 
 
 _DBL_MIN = 2.2250738585072014e-308
+_INF = float("inf")
 
 
 def _strtod_fraction(text: str, pos: int) -> tuple[float, int, int]:
@@ -290,17 +299,16 @@ def _strtod_fraction(text: str, pos: int) -> tuple[float, int, int]:
             i = k
     literal = text[pos:i]
     value = float(literal)
-    if value == math.inf:
+    if value == _INF:
         return value, i, -_ERANGE
     mantissa = literal[1:].partition("e")[0].partition("E")[0]
     # glibc reports underflow for a nonzero input whose result is zero or
     # subnormal and inexact.
-    if (
-        value < _DBL_MIN
-        and mantissa.strip("0")
-        and (value == 0.0 or decimal.Decimal(literal) != decimal.Decimal(value))
-    ):
-        return value, i, -_ERANGE
+    if value < _DBL_MIN and mantissa.strip("0"):
+        import decimal
+
+        if value == 0.0 or decimal.Decimal(literal) != decimal.Decimal(value):
+            return value, i, -_ERANGE
     return value, i, 0
 
 
@@ -601,12 +609,14 @@ def _opt_value(text: str, pos: int) -> tuple[str, int]:
         return "".join(parts), comma
 
 
-@dataclass
 class _Element:
-    name: str
-    value: str
-    help: bool
-    warning: str | None
+    __slots__ = ("help", "name", "value", "warning")
+
+    def __init__(self, name: str, value: str, help: bool, warning: str | None) -> None:
+        self.name = name
+        self.value = value
+        self.help = help
+        self.warning = warning
 
 
 def _opts_element(text: str, pos: int, firstname: str | None) -> tuple[_Element, int]:
@@ -614,11 +624,10 @@ def _opts_element(text: str, pos: int, firstname: str | None) -> tuple[_Element,
 
     Returns the element and the position of the next one.
     """
-    m = _KEY_END.search(text, pos)
-    key_end = m.start() if m else len(text)
+    key_end = _key_end(text, pos)
     is_help = False
     warning: str | None = None
-    if m is None or text[key_end] == ",":
+    if key_end == len(text) or text[key_end] == ",":
         if firstname is not None:
             name = firstname
             value, end = _opt_value(text, pos)
@@ -659,8 +668,7 @@ def _opts_find_id(text: str) -> str | None:
     return None
 
 
-@dataclass
-class QemuOptsResult:
+class QemuOptsResult(Record):
     """A parsed QemuOpts string.
 
     :ivar pairs: every ``(key, value)`` in order, duplicates and ``id``
@@ -674,10 +682,21 @@ class QemuOptsResult:
         :class:`OptsList` with a ``desc``, which then prints its option list).
     """
 
-    pairs: list[tuple[str, str]]
-    id: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    help_wanted: bool = False
+    _fields = ("pairs", "id", "warnings", "help_wanted")
+
+    def __init__(
+        self,
+        pairs: list[tuple[str, str]],
+        id: str | None = None,
+        warnings: list[str] | None = None,
+        help_wanted: bool = False,
+    ) -> None:
+        self.pairs = pairs
+        self.id = id
+        self.warnings: list[str] = [] if warnings is None else warnings
+        self.help_wanted = help_wanted
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
 
     def get(self, key: str) -> str | None:
         """The value of ``key`` as QEMU looks it up: the last one given."""
@@ -834,8 +853,7 @@ class OptsList:
 # --- help requests -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HelpRequest:
+class HelpRequest(Record):
     """What an ``-object`` string asks for instead of an object.
 
     :ivar type_name: ``None`` to list every creatable type (``List of user
@@ -849,8 +867,12 @@ class HelpRequest:
     (``container,help`` prints ``There are no options for container.``).
     """
 
-    type_name: str | None
-    list_if_unknown: bool
+    __slots__ = ("list_if_unknown", "type_name")
+    _fields = ("type_name", "list_if_unknown")
+
+    def __init__(self, type_name: str | None, list_if_unknown: bool) -> None:
+        self.type_name = type_name
+        self.list_if_unknown = list_if_unknown
 
 
 def qemu_opts_object_help(result: QemuOptsResult) -> HelpRequest | None:
@@ -982,8 +1004,7 @@ def _keyval_one(
 ) -> tuple[int, bool]:
     """Parse the element at ``pos``; returns the next position and help flag."""
     n = len(text)
-    m = _KEY_END.search(text, pos)
-    stop = m.start() if m else n
+    stop = _key_end(text, pos)
     length = stop - pos
     implied_value: str | None = None
     next_pos = 0
