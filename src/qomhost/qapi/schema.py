@@ -16,11 +16,13 @@ Every conversion returns a plain Python value (``str``, ``bool``, ``int``,
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-
+from qomhost._record import Record
 from qomhost.errors import QemuError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Callable, Sequence
 
 __all__ = [
     "ANY",
@@ -60,8 +62,8 @@ def _value_error(name: str, expected: str) -> QemuError:
 
 # strtoll/strtoull with base 0, as qemu_strtoi64() uses them: optional
 # leading whitespace and sign, then 0x.., 0.. (octal) or decimal, and the
-# whole string must be consumed.
-_C_INTEGER = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+# whole string must be consumed. Compiled on first use.
+_C_INTEGER: re.Pattern[str] | None = None
 
 
 def parse_c_integer(text: str) -> int | None:
@@ -70,6 +72,11 @@ def parse_c_integer(text: str) -> int | None:
     Returns ``None`` when the text is not one complete integer. Range is
     not checked here.
     """
+    global _C_INTEGER
+    if _C_INTEGER is None:
+        import re
+
+        _C_INTEGER = re.compile(r"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
     m = _C_INTEGER.fullmatch(text)
     if m is None:
         return None
@@ -83,7 +90,7 @@ def parse_c_integer(text: str) -> int | None:
     return -value if m.group(1) == "-" else value
 
 
-class Kind:
+class Kind(Record):
     """How a QAPI member or QOM property value is typed and converted."""
 
     #: the name QEMU's ``qom-list`` shows for a property of this kind
@@ -106,12 +113,14 @@ class Kind:
         return self.from_string(name, text)
 
 
-@dataclass(frozen=True)
 class ScalarKind(Kind):
     """``str``, ``bool`` and the fixed-width integers."""
 
-    name: str
-    qom_type: str = "any"
+    _fields = ("name", "qom_type")
+
+    def __init__(self, name: str, qom_type: str = "any") -> None:
+        self.name = name
+        self.qom_type = qom_type
 
     def from_json(self, name: str, value: object) -> object:
         kind = self.name
@@ -196,12 +205,14 @@ UINT64 = ScalarKind("uint64", "uint64")
 ANY = ScalarKind("any", "any")
 
 
-@dataclass(frozen=True)
 class EnumKind(Kind):
     """A QAPI enum: the value is one of ``values`` given by name."""
 
-    qom_type: str
-    values: tuple[str, ...]
+    _fields = ("qom_type", "values")
+
+    def __init__(self, qom_type: str, values: tuple[str, ...]) -> None:
+        self.qom_type = qom_type
+        self.values = values
 
     def _check(self, name: str, value: str) -> str:
         if value not in self.values:
@@ -223,21 +234,26 @@ class EnumKind(Kind):
         return self._check(name, text)
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(Record):
     """One member of a QAPI struct: name, kind, and whether it is mandatory."""
 
-    name: str
-    kind: Kind
-    optional: bool = True
+    __slots__ = ("kind", "name", "optional")
+    _fields = ("name", "kind", "optional")
+
+    def __init__(self, name: str, kind: Kind, optional: bool = True) -> None:
+        self.name = name
+        self.kind = kind
+        self.optional = optional
 
 
-@dataclass(frozen=True)
 class StructKind(Kind):
     """A QAPI struct, visited member by member in schema order."""
 
-    qom_type: str
-    members: tuple[Member, ...] = field(default=())
+    _fields = ("qom_type", "members")
+
+    def __init__(self, qom_type: str, members: tuple[Member, ...] = ()) -> None:
+        self.qom_type = qom_type
+        self.members = members
 
     def from_json(self, name: str, value: object) -> object:
         if not isinstance(value, dict):
@@ -245,12 +261,14 @@ class StructKind(Kind):
         return visit_struct_json(self.members, value, prefix=f"{name}.")
 
 
-@dataclass(frozen=True)
 class ListKind(Kind):
     """A QAPI list of ``element`` values; the QOM type names the element."""
 
-    qom_type: str
-    element: Kind
+    _fields = ("qom_type", "element")
+
+    def __init__(self, qom_type: str, element: Kind) -> None:
+        self.qom_type = qom_type
+        self.element = element
 
     def from_json(self, name: str, value: object) -> object:
         if not isinstance(value, list):

@@ -33,7 +33,9 @@ The rules modelled, all from GLib 2.74's ``ghash.c``:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["GHashOrder", "g_str_hash"]
 

@@ -17,14 +17,21 @@ This mirrors QEMU's ``qom/object.c``:
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+import sys
 
+from qomhost._record import Record
 from qomhost.errors import DEVICE_NOT_FOUND, ObjectError
 from qomhost.qapi.schema import ANY, Kind, Member
 from qomhost.qom.ghash import GHashOrder
+
+# No typing or dataclasses at run time: this module is on every start-up path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, ClassVar
+
+    Getter = Callable[[Any], object]
+    Setter = Callable[[Any, object], None]
 
 __all__ = [
     "NO_DEFAULT",
@@ -38,33 +45,55 @@ __all__ = [
 #: Marker for a property that has no default value to show in help.
 NO_DEFAULT: Any = object()
 
-Getter = Callable[[Any], object]
-Setter = Callable[[Any, object], None]
 
-
-@dataclass(eq=False)
 class ObjectProperty:
     """One QOM property: a name, a QOM type string and its accessors.
 
     ``kind`` says how input is converted before the setter sees it; the
     setter receives an already-typed Python value and may reject it with
-    the type's own message.
+    the type's own message. ``target`` gives the object a ``child<>`` or
+    ``link<>`` property points to.
     """
 
-    name: str
-    type: str
-    getter: Getter | None = None
-    setter: Setter | None = None
-    kind: Kind = ANY
-    description: str | None = None
-    default: object = NO_DEFAULT
-    #: the object a ``child<>`` or ``link<>`` property points to
-    target: Callable[[Any], Object | None] | None = None
-    is_child: bool = False
+    __slots__ = (
+        "default",
+        "description",
+        "getter",
+        "is_child",
+        "kind",
+        "name",
+        "setter",
+        "target",
+        "type",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        type: str,
+        getter: Getter | None = None,
+        setter: Setter | None = None,
+        kind: Kind = ANY,
+        description: str | None = None,
+        default: object = NO_DEFAULT,
+        target: Callable[[Any], Object | None] | None = None,
+        is_child: bool = False,
+    ) -> None:
+        self.name = name
+        self.type = type
+        self.getter = getter
+        self.setter = setter
+        self.kind = kind
+        self.description = description
+        self.default = default
+        self.target = target
+        self.is_child = is_child
+
+    def __repr__(self) -> str:
+        return f"ObjectProperty(name={self.name!r}, type={self.type!r})"
 
 
-@dataclass(frozen=True)
-class TypeInfo:
+class TypeInfo(Record):
     """A QOM type as data.
 
     ``impl`` is ``"module:Class"`` for the Python class implementing the
@@ -74,25 +103,47 @@ class TypeInfo:
     ``None`` for types that are not created through ``-object``.
     """
 
-    name: str
-    parent: str | None
-    impl: str | None = None
-    abstract: bool = False
-    interfaces: tuple[str, ...] = ()
-    #: created after chardevs on the qemu command line (``object_create_late``)
-    late: bool = False
+    __slots__ = ("abstract", "impl", "interfaces", "late", "name", "parent")
+    _fields = ("name", "parent", "impl", "abstract", "interfaces", "late")
+
+    def __init__(
+        self,
+        name: str,
+        parent: str | None,
+        impl: str | None = None,
+        abstract: bool = False,
+        interfaces: tuple[str, ...] = (),
+        late: bool = False,
+    ) -> None:
+        self.name = name
+        self.parent = parent
+        self.impl = impl
+        self.abstract = abstract
+        self.interfaces = interfaces
+        #: created after chardevs on the qemu command line (``object_create_late``)
+        self.late = late
 
 
-@dataclass
 class _TypeImpl:
     """A type once its class has been initialised (``type_initialize``)."""
 
-    info: TypeInfo
-    cls: type[Object]
-    parent: _TypeImpl | None
-    properties: dict[str, ObjectProperty]
-    order: GHashOrder
-    members: tuple[Member, ...]
+    __slots__ = ("cls", "info", "members", "order", "parent", "properties")
+
+    def __init__(
+        self,
+        info: TypeInfo,
+        cls: type[Object],
+        parent: _TypeImpl | None,
+        properties: dict[str, ObjectProperty],
+        order: GHashOrder,
+        members: tuple[Member, ...],
+    ) -> None:
+        self.info = info
+        self.cls = cls
+        self.parent = parent
+        self.properties = properties
+        self.order = order
+        self.members = members
 
 
 class TypeRegistry:
@@ -157,7 +208,8 @@ class TypeRegistry:
         parent = self.impl(info.parent) if info.parent else None
         if info.impl is not None:
             module_name, _, cls_name = info.impl.partition(":")
-            cls: type[Object] = getattr(importlib.import_module(module_name), cls_name)
+            __import__(module_name)
+            cls: type[Object] = getattr(sys.modules[module_name], cls_name)
         else:
             cls = parent.cls if parent else Object
         props: dict[str, ObjectProperty] = {}
@@ -422,11 +474,11 @@ def require_path(root: Object, path: str) -> Object:
     return found
 
 
-@dataclass
 class ObjectTreeWalk:
     """Depth-first listing of a subtree, children sorted by name (``info qom-tree``)."""
 
-    lines: list[str] = field(default_factory=list)
+    def __init__(self, lines: list[str] | None = None) -> None:
+        self.lines: list[str] = [] if lines is None else lines
 
     def walk(self, obj: Object, name: str, depth: int) -> list[str]:
         self.lines.append(f"{'  ' * depth}/{name} ({obj.type_name})")

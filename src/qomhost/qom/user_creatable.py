@@ -19,16 +19,16 @@ Two layers, as in QEMU:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
-
 from qomhost.errors import ObjectError, QemuError
+from qomhost.qapi.opts import id_wellformed
 from qomhost.qapi.schema import STR, Member, visit_struct_json
 from qomhost.qom.object import Object, types
 from qomhost.qom.typetable import USER_CREATABLE
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from qomhost.qom.object import TypeInfo
 
 __all__ = [
@@ -45,13 +45,6 @@ __all__ = [
 ]
 
 ID_HINT = "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter."
-
-_ID = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
-
-
-def id_wellformed(ident: str) -> bool:
-    """QEMU's identifier rule for object and chardev ids."""
-    return _ID.fullmatch(ident) is not None
 
 
 def bad_id_error() -> ObjectError:
