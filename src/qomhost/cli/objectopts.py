@@ -9,8 +9,7 @@ created later (:meth:`qomhost.host.Host.create_object`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from qomhost._record import Record
 from qomhost.errors import OptsError, QemuError
 from qomhost.qapi.opts import (
     HelpRequest,
@@ -31,13 +30,16 @@ from qomhost.qom.user_creatable import (
 __all__ = ["ObjectSpec", "parse_object_cli", "parse_object_keyval"]
 
 
-@dataclass(frozen=True)
-class ObjectSpec:
+class ObjectSpec(Record):
     """An object to create: type, id, typed properties in schema order."""
 
-    type_name: str
-    ident: str
-    props: dict[str, object]
+    __slots__ = ("ident", "props", "type_name")
+    _fields = ("type_name", "ident", "props")
+
+    def __init__(self, type_name: str, ident: str, props: dict[str, object]) -> None:
+        self.type_name = type_name
+        self.ident = ident
+        self.props = props
 
 
 def help_text(request: HelpRequest) -> str | None:

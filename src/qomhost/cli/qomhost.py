@@ -15,15 +15,22 @@ QEMU's phases:
 
 from __future__ import annotations
 
+import _thread
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import NoReturn
 
 from qomhost.errors import QemuError
+
+# Start-up speed is a goal (QEMU answers in a few tens of milliseconds), so
+# this module avoids typing, dataclasses and threading, and uses _signal:
+# ``signal`` builds enums, which costs as much as the rest of a start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal as _signal
+    from collections.abc import Callable
+    from typing import NoReturn
+else:
+    import _signal
 
 __all__ = ["main"]
 
@@ -86,12 +93,12 @@ class _Exit(Exception):
         self.status = status
 
 
-@dataclass
 class _Reporter:
     """Prints QEMU-style diagnostics: ``prog: [location: ]message``."""
 
-    prog: str
-    location: str | None = None
+    def __init__(self, prog: str, location: str | None = None) -> None:
+        self.prog = prog
+        self.location = location
 
     def _prefix(self) -> str:
         return f"{self.prog}: {self.location}: " if self.location else f"{self.prog}: "
@@ -109,32 +116,32 @@ class _Reporter:
         raise _Exit(1)
 
 
-@dataclass
 class _ChardevPlan:
-    ident: str
-    location: str
-    backend: str
-    opts: dict[str, str]
+    def __init__(self, ident: str, location: str, backend: str, opts: dict[str, str]) -> None:
+        self.ident = ident
+        self.location = location
+        self.backend = backend
+        self.opts = opts
 
 
-@dataclass
 class _MonitorPlan:
-    chardev: str
-    location: str
-    mode: str
-    pretty: bool
+    def __init__(self, chardev: str, location: str, mode: str, pretty: bool) -> None:
+        self.chardev = chardev
+        self.location = location
+        self.mode = mode
+        self.pretty = pretty
 
 
-@dataclass
 class _Plan:
-    objects: list[tuple[str, object]] = field(default_factory=list)
-    chardevs: list[_ChardevPlan] = field(default_factory=list)
-    monitors: list[_MonitorPlan] = field(default_factory=list)
-    machine: str | None = None
-    machine_location: str = ""
-    name: str | None = None
-    daemonize: bool = False
-    pidfile: str | None = None
+    def __init__(self) -> None:
+        self.objects: list[tuple[str, object]] = []
+        self.chardevs: list[_ChardevPlan] = []
+        self.monitors: list[_MonitorPlan] = []
+        self.machine: str | None = None
+        self.machine_location = ""
+        self.name: str | None = None
+        self.daemonize = False
+        self.pidfile: str | None = None
 
 
 def _split_argv(argv: list[str], rep: _Reporter) -> list[tuple[str, str | None]]:
@@ -314,10 +321,8 @@ def _setup_machine(host: object, plan: _Plan, rep: _Reporter) -> None:
 
 
 def _open_chardev(host: object, chr_plan: _ChardevPlan, plan: _Plan, rep: _Reporter) -> None:
-    from qomhost.chardev.socket import ChardevSocket, SocketAddress
     from qomhost.chardev.stdio import ChardevStdio
     from qomhost.host import Host
-    from qomhost.qapi.opts import qemu_opt_value_to
 
     assert isinstance(host, Host)
     rep.location = chr_plan.location
@@ -335,6 +340,9 @@ def _open_chardev(host: object, chr_plan: _ChardevPlan, plan: _Plan, rep: _Repor
         stdio = ChardevStdio("chardev-stdio")
         host.add_chardev(stdio, chr_plan.ident)
         return
+    from qomhost.chardev.socket import ChardevSocket, SocketAddress
+    from qomhost.qapi.opts import qemu_opt_value_to
+
     try:
 
         def flag(key: str, default: bool) -> bool:
@@ -395,8 +403,6 @@ def _create_objects(host: object, plan: _Plan, rep: _Reporter, late: bool) -> No
 
 def _start_monitors(host: object, plan: _Plan, rep: _Reporter) -> None:
     from qomhost.host import Host
-    from qomhost.monitor.hmp_server import HmpMonitor
-    from qomhost.monitor.qmp.server import QmpMonitor
 
     assert isinstance(host, Host)
     for mon in plan.monitors:
@@ -408,22 +414,27 @@ def _start_monitors(host: object, plan: _Plan, rep: _Reporter) -> None:
 
         assert isinstance(chardev, Chardev)
         if mon.mode == "control":
+            from qomhost.monitor.qmp.server import QmpMonitor
+
             QmpMonitor(host, chardev, pretty=mon.pretty)
         else:
+            from qomhost.monitor.hmp_server import HmpMonitor
+
             HmpMonitor(host, chardev)
 
 
 def _watch_signals(on_signal: Callable[[int, int], None]) -> None:
     """Deliver SIGINT/SIGTERM/SIGHUP with the sender's pid, as QEMU reports it."""
-    sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    sigs = {_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP}
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, sigs)
 
     def wait() -> None:
         while True:
-            info = signal.sigwaitinfo(sigs)
+            info = _signal.sigwaitinfo(sigs)
             on_signal(info.si_signo, info.si_pid)
 
-    threading.Thread(target=wait, name="signals", daemon=True).start()
+    # A bare thread: it blocks in sigwaitinfo() and dies with the process.
+    _thread.start_new_thread(wait, ())
 
 
 def _pid_name(pid: int) -> str:
