@@ -15,10 +15,7 @@ and the QMP and HMP monitors attached to chardevs.
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+import _thread
 
 import qomhost.qom.typetable  # noqa: F401  (fills the type table)
 from qomhost.aio.context import AioContext
@@ -31,14 +28,18 @@ from qomhost.qom.user_creatable import (
     visit_object_options,
 )
 
+# Not typing.TYPE_CHECKING, and logging only when something is logged: both
+# imports would cost a large share of a qomhost start-up.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
     from qomhost.chardev.base import Chardev
     from qomhost.monitor.commands import CommandContext
     from qomhost.monitor.qmp.server import QmpMonitor
 
 __all__ = ["PACKAGE", "QEMU_VERSION", "Host"]
-
-log = logging.getLogger("qomhost.host")
 
 #: the QEMU release whose behaviour qomhost reproduces
 QEMU_VERSION: Mapping[str, int] = {"major": 7, "minor": 2, "micro": 0}
@@ -55,7 +56,7 @@ class Host:
     def __init__(self, name: str | None = None) -> None:
         self.name = name
         self.context = AioContext("main-loop")
-        self.context.thread_id = threading.get_native_id()
+        self.context.thread_id = _thread.get_native_id()
         self.root: Object = Container("container")
         self.machine: Object | None = None
         self.chardevs = Container("container")
@@ -86,12 +87,15 @@ class Host:
 
     def _prepare(self, obj: Object) -> None:
         """Give a new object what it may need from the host before ``complete()``."""
-        from qomhost.objects.iothread import MainLoop
-        from qomhost.objects.secret import SecretCommon
+        if types.is_a(obj.type_name, "secret_common"):
+            from qomhost.objects.secret import SecretCommon
 
-        if isinstance(obj, SecretCommon):
+            assert isinstance(obj, SecretCommon)
             obj.lookup = self.lookup_object
-        elif isinstance(obj, MainLoop):
+        elif types.is_a(obj.type_name, "main-loop"):
+            from qomhost.objects.iothread import MainLoop
+
+            assert isinstance(obj, MainLoop)
             obj.main_context = self.context
 
             def another_exists() -> bool:
@@ -204,7 +208,9 @@ class Host:
                 try:
                     objects.remove_child(ident).finalize()
                 except QemuError as err:
-                    log.warning("finalising %s: %s", ident, err.desc)
+                    import logging
+
+                    logging.getLogger("qomhost.host").warning("finalising %s: %s", ident, err.desc)
         for ident, _chr in list(self.chardevs.children()):
             chardev = self.chardevs.remove_child(ident)
             chardev.finalize()

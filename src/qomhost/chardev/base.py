@@ -9,18 +9,29 @@ and a peer that stops reading past the bound is disconnected.
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import TYPE_CHECKING, Protocol
 
 from qomhost.qom.object import Object
 
+# No typing or logging at run time (start-up cost); CharFrontend is a
+# Protocol to the type checker and a plain class at run time.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import logging
+    from typing import Protocol
+
     from qomhost.aio.context import AioContext
+else:
+    Protocol = object
 
 __all__ = ["MAX_OUTPUT_BUFFER", "CharFrontend", "Chardev"]
 
-log = logging.getLogger("qomhost.chardev")
+
+def _log() -> logging.Logger:
+    import logging
+
+    return logging.getLogger("qomhost.chardev")
+
 
 #: a peer that lets more than this pile up unread is disconnected
 MAX_OUTPUT_BUFFER = 64 << 20
@@ -79,7 +90,7 @@ class Chardev(Object):
             data = data[sent:]
         self._out += data
         if len(self._out) > MAX_OUTPUT_BUFFER:
-            log.warning("%s: peer is not reading its output; disconnecting", self.label)
+            _log().warning("%s: peer is not reading its output; disconnecting", self.label)
             self.disconnect()
             return
         self._watch_output(True)

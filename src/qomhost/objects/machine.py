@@ -9,10 +9,12 @@ system bus under ``unattached`` are plain nodes (``docs/compatibility.md``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from qomhost.qapi.schema import BOOL, INT64, STR, Kind
 from qomhost.qom.object import Container, Object, ObjectProperty
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Machine", "NoneMachine"]
 

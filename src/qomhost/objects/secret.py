@@ -21,14 +21,15 @@ Library use::
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from qomhost.errors import ObjectError, QemuError
 from qomhost.qapi.schema import BOOL, STR, EnumKind, Member
 from qomhost.qom.object import Object, ObjectProperty
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any, ClassVar
 
 __all__ = ["SECRET_FORMAT", "Secret", "SecretBytes", "SecretCommon", "lookup_secret"]
 

@@ -8,32 +8,32 @@ arguments are reported with QEMU's wording before the handler runs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
 from qomhost.errors import COMMAND_NOT_FOUND, CommandError
 from qomhost.qapi.schema import Member, visit_struct_json
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
     from qomhost.host import Host
     from qomhost.monitor.qmp.server import QmpMonitor
+
+    Handler = Callable[["CommandContext", dict[str, Any]], object]
 
 __all__ = ["COMMANDS", "Command", "CommandContext", "check_oob", "command", "dispatch"]
 
 
-@dataclass
 class CommandContext:
     """What a command can reach: the host and the monitor that asked."""
 
-    host: Host
-    monitor: QmpMonitor | None
+    __slots__ = ("host", "monitor")
+
+    def __init__(self, host: Host, monitor: QmpMonitor | None) -> None:
+        self.host = host
+        self.monitor = monitor
 
 
-Handler = Callable[[CommandContext, dict[str, Any]], object]
-
-
-@dataclass(frozen=True)
 class Command:
     """A QMP command: its argument schema and handler.
 
@@ -42,11 +42,21 @@ class Command:
     union). ``no_success_response`` commands send nothing on success.
     """
 
-    name: str
-    members: tuple[Member, ...]
-    handler: Handler
-    boxed: bool = False
-    allow_preconfig: bool = True
+    __slots__ = ("allow_preconfig", "boxed", "handler", "members", "name")
+
+    def __init__(
+        self,
+        name: str,
+        members: tuple[Member, ...],
+        handler: Handler,
+        boxed: bool = False,
+        allow_preconfig: bool = True,
+    ) -> None:
+        self.name = name
+        self.members = members
+        self.handler = handler
+        self.boxed = boxed
+        self.allow_preconfig = allow_preconfig
 
 
 COMMANDS: dict[str, Command] = {}

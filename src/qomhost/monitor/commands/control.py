@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from qomhost.errors import COMMAND_NOT_FOUND, CommandError, QemuError
 from qomhost.monitor.commands import COMMANDS, CommandContext, command
 from qomhost.monitor.commands.order import QEMU_COMMAND_ORDER
 from qomhost.qapi.schema import STR, ListKind, Member, ScalarKind
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _CAPABILITY = ScalarKind("any")
 

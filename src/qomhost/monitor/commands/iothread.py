@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from qomhost.monitor.commands import CommandContext, command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def iothread_infos(ctx: CommandContext) -> list[dict[str, object]]:

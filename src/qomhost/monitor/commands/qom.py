@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from qomhost.errors import DEVICE_NOT_FOUND, CommandError, QemuError
 from qomhost.monitor.commands import CommandContext, command
 from qomhost.qapi.schema import ANY, BOOL, STR, Member
 from qomhost.qom.object import ObjectProperty, require_path, resolve_path, types
 from qomhost.qom.type_order import QEMU_TYPE_ORDER
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @command("object-add", boxed=True)

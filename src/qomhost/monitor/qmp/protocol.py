@@ -16,8 +16,8 @@ so that when a request has several faults the one QEMU names is named.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
+from qomhost._record import Record
 from qomhost.errors import JsonParseError, QemuError
 from qomhost.qapi.json import JsonStreamParser, dump_json, qdict_order
 
@@ -27,22 +27,30 @@ __all__ = ["NO_ID", "QmpProtocol", "Request", "encode_event", "greeting"]
 NO_ID: object = object()
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(Record):
     """A well-formed QMP request."""
 
-    command: str
-    arguments: dict[str, object]
-    id: object = NO_ID
-    oob: bool = False
+    __slots__ = ("arguments", "command", "id", "oob")
+    _fields = ("command", "arguments", "id", "oob")
+
+    def __init__(
+        self, command: str, arguments: dict[str, object], id: object = NO_ID, oob: bool = False
+    ) -> None:
+        self.command = command
+        self.arguments = arguments
+        self.id = id
+        self.oob = oob
 
 
-@dataclass(frozen=True, slots=True)
-class BadRequest:
+class BadRequest(Record):
     """Input that is not a valid request; answered with ``error``."""
 
-    error: QemuError
-    id: object = NO_ID
+    __slots__ = ("error", "id")
+    _fields = ("error", "id")
+
+    def __init__(self, error: QemuError, id: object = NO_ID) -> None:
+        self.error = error
+        self.id = id
 
 
 def check_request(value: object, allow_oob: bool) -> Request | BadRequest:

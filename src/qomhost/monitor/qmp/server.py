@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
-
 from qomhost.errors import COMMAND_NOT_FOUND, QemuError
 from qomhost.monitor.commands import check_oob, dispatch
 from qomhost.monitor.qmp.protocol import BadRequest, QmpProtocol, greeting
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from qomhost.chardev.base import Chardev
     from qomhost.host import Host
 
 __all__ = ["QmpMonitor"]
-
-log = logging.getLogger("qomhost.monitor.qmp")
 
 _NEGOTIATE = "Expecting capabilities negotiation with 'qmp_capabilities'"
 
@@ -72,7 +68,9 @@ class QmpMonitor:
             self.chardev.write(self.protocol.error_reply(error, request.id))
             return
         except Exception:
-            log.exception("command %s failed", request.command)
+            import logging  # only now: it is slow to import
+
+            logging.getLogger("qomhost.monitor.qmp").exception("command %s failed", request.command)
             internal = QemuError(f"internal error running {request.command}")
             self.chardev.write(self.protocol.error_reply(internal, request.id))
             return
