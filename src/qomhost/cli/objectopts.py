@@ -18,7 +18,7 @@ from qomhost.qapi.opts import (
     parse_keyval,
     qemu_opts_object_help,
 )
-from qomhost.qapi.schema import STR, Kind, visit_struct_strings
+from qomhost.qapi.schema import STR, EnumKind, Kind, ScalarKind, visit_struct_strings
 from qomhost.qom.user_creatable import (
     check_qom_type,
     members_for,
@@ -91,6 +91,11 @@ def parse_object_cli(text: str, group: OptsList, warnings: list[str]) -> ObjectS
     order.append("id")
 
     def convert(kind: Kind, name: str, value: str) -> object:
+        from_list = getattr(kind, "from_opts_list", None)
+        if from_list is not None:
+            # A list member takes every repetition of its key, in order.
+            texts = [text for key, text in result.pairs if key == name]
+            return from_list(name, texts)
         return kind.from_opts(name, value)
 
     props = visit_struct_strings(
@@ -138,7 +143,7 @@ def parse_object_keyval(text: str) -> tuple[str, str, dict[str, object]] | str:
     def convert(kind: Kind, name: str, value: str) -> object:
         raw = args[name]
         if not isinstance(raw, str):
-            return kind.from_json(name, raw)
+            return keyval_tree_to(kind, name, raw)
         return kind.from_keyval(name, value)
 
     props = visit_struct_strings(
@@ -150,6 +155,21 @@ def parse_object_keyval(text: str) -> tuple[str, str, dict[str, object]] | str:
         visited=("qom-type", "id"),
     )
     return type_name, ident, props
+
+
+def keyval_tree_to(kind: Kind, name: str, value: object) -> object:
+    """A member given with dotted keys (a nested dict or list) by the keyval visitor.
+
+    A kind that can take such a value has ``from_keyval_tree``; for a
+    scalar, QEMU's keyval visitor says ``Parameters 'name.*' are
+    unexpected``.
+    """
+    from_tree = getattr(kind, "from_keyval_tree", None)
+    if from_tree is not None:
+        return from_tree(name, value)
+    if isinstance(kind, (ScalarKind, EnumKind)):
+        raise QemuError(f"Parameters '{name}.*' are unexpected")
+    return kind.from_json(name, value)
 
 
 _ = STR

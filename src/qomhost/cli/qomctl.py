@@ -12,6 +12,18 @@ fresh random IV, and print the ready ``-object secret,...`` arguments::
 ``qomctl secret decrypt`` runs QEMU's own loading path (the same code as
 the ``secret`` object, so the same checks and messages) and writes the
 plaintext to standard output.
+
+``qomctl authz check`` creates an authorization object from the same
+``-object`` argument QEMU would get (QemuOpts or JSON) and asks it about
+one identity, saying which rule decided::
+
+    $ qomctl authz check authz-list-file,id=acl0,filename=/etc/qemu/vnc.acl.json \
+          'CN=laptop.example.com,O=Example Org'
+    allow: rule 2 matched (match "CN=*.example.com,*", format glob, policy allow)
+
+It exits with 0 when the identity is allowed, 1 when it is denied, and 2
+when the object cannot be created (QEMU's message is printed) or cannot
+decide.
 """
 
 from __future__ import annotations
@@ -123,6 +135,84 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``qomctl authz check`` exit statuses
+AUTHZ_ALLOW, AUTHZ_DENY, AUTHZ_ERROR = 0, 1, 2
+
+
+def _quoted(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _authz_verdict(obj: object, identity: str) -> tuple[bool, str]:
+    """Ask ``obj`` about ``identity``: ``(allowed, why)``."""
+    from qomhost.objects.authz.list import QAuthZList
+    from qomhost.objects.authz.listfile import QAuthZListFile
+    from qomhost.objects.authz.pam import PamDenied, QAuthZPAM
+    from qomhost.objects.authz.simple import QAuthZSimple
+
+    if isinstance(obj, (QAuthZList, QAuthZListFile)):
+        if isinstance(obj, QAuthZListFile) and obj.list is None:
+            return False, f"no valid rules loaded from {obj.filename}"
+        decision = obj.decide(identity)
+        rule = decision.rule
+        if rule is None or decision.index is None:
+            policy = "allow" if decision.allowed else "deny"
+            return decision.allowed, f"no rule matched; default policy {policy}"
+        fmt = rule.format or "exact"
+        return decision.allowed, (
+            f"rule {decision.index} matched "
+            f"(match {_quoted(rule.match)}, format {fmt}, policy {rule.policy})"
+        )
+    if isinstance(obj, QAuthZSimple):
+        if obj.check(identity):
+            return True, "the identity is the allowed one"
+        return False, f"the allowed identity is {_quoted(obj.identity or '')}"
+    if isinstance(obj, QAuthZPAM):
+        try:
+            obj.check(identity)
+        except PamDenied as err:
+            return False, err.desc
+        return True, f"PAM account management of service {_quoted(obj.service or '')} passed"
+    from qomhost.objects.authz.base import QAuthZ
+
+    assert isinstance(obj, QAuthZ)
+    allowed = obj.check(identity)
+    return allowed, type(obj).__name__
+
+
+def cmd_authz_check(args: argparse.Namespace) -> int:
+    """Create the authz object described by ``args.object`` and ask it about the identity."""
+    from qomhost.cli.objectopts import parse_object_cli
+    from qomhost.host import Host
+    from qomhost.objects.authz.base import QAuthZ
+    from qomhost.qapi.opts import OptsList
+
+    host = Host()
+    try:
+        warnings: list[str] = []
+        spec = parse_object_cli(args.object, OptsList("object", "qom-type"), warnings)
+        for warning in warnings:
+            sys.stderr.write(f"qomctl: warning: {warning}\n")
+        if isinstance(spec, str):
+            sys.stdout.write(spec)
+            return 0
+        obj = host.create_object(spec.type_name, spec.ident, spec.props)
+        if not isinstance(obj, QAuthZ):
+            raise QemuError(f"Object '{spec.ident}' is not a QAuthZ subclass")
+        allowed, why = _authz_verdict(obj, args.identity)
+    except QemuError as err:
+        sys.stderr.write(f"qomctl: {err.desc}\n")
+        if err.hint:
+            sys.stderr.write(err.hint + "\n")
+        return AUTHZ_ERROR
+    finally:
+        host.close()
+    sys.stdout.write(f"{'allow' if allowed else 'deny'}: {why}\n")
+    return AUTHZ_ALLOW if allowed else AUTHZ_DENY
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qomctl", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="group", required=True)
@@ -167,6 +257,23 @@ def _parser() -> argparse.ArgumentParser:
     dsrc.add_argument("--data", help="the ciphertext (default: standard input)")
     dsrc.add_argument("--file", help="read the ciphertext from a file")
     dec.set_defaults(func=cmd_decrypt)
+
+    authz = sub.add_parser("authz", help="ask authorization objects about an identity")
+    authz_ops = authz.add_subparsers(dest="op", required=True)
+    check = authz_ops.add_parser(
+        "check",
+        help="allow or deny one identity, and say which rule decided",
+        description="Create the object as -object OBJECT-OPTIONS would and ask it "
+        "about IDENTITY. Prints 'allow: ...' or 'deny: ...' with the deciding rule.",
+        epilog="Exit status: 0 allowed, 1 denied, 2 error (QEMU's message is printed).",
+    )
+    check.add_argument(
+        "object",
+        metavar="OBJECT-OPTIONS",
+        help="an -object argument, e.g. authz-list-file,id=a,filename=/etc/acl.json, or JSON",
+    )
+    check.add_argument("identity", metavar="IDENTITY", help="e.g. a certificate's DN")
+    check.set_defaults(func=cmd_authz_check)
     return parser
 
 
