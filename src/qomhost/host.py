@@ -105,6 +105,12 @@ class Host:
                 )
 
             obj.another_exists = another_exists
+        elif types.is_a(obj.type_name, "authz-list-file"):
+            from qomhost.objects.authz.listfile import QAuthZListFile
+
+            assert isinstance(obj, QAuthZListFile)
+            # Its file monitor runs on the main loop, as QEMU's does.
+            obj.context = self.context
 
     # --- object creation --------------------------------------------------------
     def add_object(self, qom_type: str, ident: str, **props: Any) -> Object:
