@@ -371,7 +371,6 @@ def test_object_strings_in_the_program(objects: list[str]) -> None:
         capture_output=True,
         stdin=subprocess.DEVNULL,
         timeout=30,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     out = proc.stdout.decode("utf-8", "surrogateescape")
     err = proc.stderr.decode("utf-8", "surrogateescape")
