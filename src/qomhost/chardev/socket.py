@@ -10,30 +10,37 @@ seconds after a failed connect or a disconnect. Received file descriptors
 from __future__ import annotations
 
 import array
-import logging
 import os
 import socket
-from dataclasses import dataclass
-from typing import Any
 
+from qomhost._record import Record
 from qomhost.chardev.base import Chardev
 from qomhost.errors import QemuError
 from qomhost.qom.object import ObjectProperty
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["ChardevSocket", "SocketAddress"]
 
-log = logging.getLogger("qomhost.chardev")
-
 _MAX_FDS = 16
+#: ancillary buffer for the most file descriptors one message may carry
+_ANC_SPACE = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
 
 
-@dataclass(frozen=True)
-class SocketAddress:
+class SocketAddress(Record):
     """A unix path, or a TCP host and port."""
 
-    path: str | None = None
-    host: str | None = None
-    port: str | None = None
+    __slots__ = ("host", "path", "port")
+    _fields = ("path", "host", "port")
+
+    def __init__(
+        self, path: str | None = None, host: str | None = None, port: str | None = None
+    ) -> None:
+        self.path = path
+        self.host = host
+        self.port = port
 
     def to_qapi(self) -> dict[str, object]:
         if self.path is not None:
@@ -84,7 +91,11 @@ class ChardevSocket(Chardev):
             except QemuError as err:
                 if not self.reconnect:
                     raise
-                log.error("Unable to connect character device %s: %s", self.label, err.desc)
+                import logging  # only now: it is slow to import
+
+                logging.getLogger("qomhost.chardev").error(
+                    "Unable to connect character device %s: %s", self.label, err.desc
+                )
                 self.connect_failed_message = (
                     f"Unable to connect character device {self.label}: {err.desc}"
                 )
@@ -188,21 +199,20 @@ class ChardevSocket(Chardev):
         sock = self._sock
         if sock is None:
             return
-        fds = array.array("i")
         try:
-            data, ancdata, _flags, _addr = sock.recvmsg(
-                1 << 16, socket.CMSG_SPACE(_MAX_FDS * fds.itemsize)
-            )
+            data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, _ANC_SPACE)
         except BlockingIOError:
             return
         except OSError:
             data, ancdata = b"", []
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        for fd in fds:
-            os.set_inheritable(fd, False)
-            self._fds.append(fd)
+        if ancdata:
+            fds = array.array("i")
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            for fd in fds:
+                os.set_inheritable(fd, False)
+                self._fds.append(fd)
         if not data:
             self.disconnect()
             return

@@ -910,6 +910,25 @@ def _indent(depth: int) -> str:
     return _INDENTS[depth]
 
 
+def _dump_flat(value: dict[str, object]) -> str | None:
+    """Compact text of a dict of scalars and empty containers, else None.
+
+    Most QMP replies look like that (``{"return": {}}``); this skips the
+    general walk in :func:`dump_json`.
+    """
+    parts = []
+    for key in _qdict_order(tuple(value)):
+        item = value[key]
+        if isinstance(item, (dict, list, tuple)):
+            if item:
+                return None
+            text = "{}" if isinstance(item, dict) else "[]"
+        else:
+            text = _scalar(item)
+        parts.append(_quote(key) + ": " + text)
+    return "{" + ", ".join(parts) + "}"
+
+
 def dump_json(value: object, pretty: bool = False) -> str:
     """Serialise ``value`` exactly as ``qobject_to_json`` (or, with
     ``pretty``, ``qobject_to_json_pretty``) does.
@@ -922,6 +941,10 @@ def dump_json(value: object, pretty: bool = False) -> str:
     """
     if not isinstance(value, (dict, list, tuple)):
         return _scalar(value)
+    if not pretty and type(value) is dict:
+        flat = _dump_flat(value)
+        if flat is not None:
+            return flat
     out: list[str] = []
     append = out.append
     # Each level: the iterator over its remaining (key, value) members and

@@ -309,8 +309,6 @@ def visit_struct_json(
     reported only after every known member was accepted. ``visited``
     names keys the caller already consumed (``qom-type`` and ``id``).
     """
-    from qomhost.qapi.json import qdict_order
-
     out: dict[str, object] = {}
     for member in members:
         if member.name in args:
@@ -318,6 +316,8 @@ def visit_struct_json(
         elif not member.optional:
             raise QemuError(f"Parameter '{prefix}{member.name}' is missing")
     if len(out) + len(visited) < len(args):
+        from qomhost.qapi.json import qdict_order
+
         unknown = first_unvisited(qdict_order(args), set(out) | set(visited))
         if unknown is not None:
             raise QemuError(f"Parameter '{prefix}{unknown}' is unexpected")

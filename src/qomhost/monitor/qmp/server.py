@@ -28,6 +28,7 @@ class QmpMonitor:
         self.chardev = chardev
         self.pretty = pretty
         self.protocol = QmpProtocol(pretty)
+        self._commands = host.command_context(self)
         host.qmp_monitors.append(self)
         chardev.attach(host.context, self)
 
@@ -60,7 +61,7 @@ class QmpMonitor:
                 raise QemuError(_NEGOTIATE, COMMAND_NOT_FOUND)
             if request.oob:
                 check_oob(request.command)
-            result = dispatch(self.host.command_context(self), request.command, request.arguments)
+            result = dispatch(self._commands, request.command, request.arguments)
         except QemuError as failure:
             error = failure
             if negotiating and failure.error_class == COMMAND_NOT_FOUND:
