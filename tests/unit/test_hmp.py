@@ -81,12 +81,6 @@ def test_words_and_quoted_strings(host: Host, line: str, expected: str) -> None:
     assert run_hmp_command(host, line) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QEMU's get_str() prints 'unsupported escape code' and 'unterminated string' "
-    "with printf() to the process's stdout, not to the monitor; hmp.py puts them in "
-    "the monitor output",
-)
 @pytest.mark.parametrize(
     "line", ['qom-get "/objects/s\\x" data', 'qom-get "a\\tb" type', 'qom-get "/objects/s data']
 )

@@ -93,6 +93,18 @@ class _Exit(Exception):
         self.status = status
 
 
+def _stderr(text: str) -> None:
+    """Write to standard error as bytes: an argument's bytes that were not
+    UTF-8 (kept by Python as surrogate escapes) go out as they came in."""
+    buffer = getattr(sys.stderr, "buffer", None)
+    if buffer is None:  # replaced by a text stream (tests, embedding)
+        sys.stderr.write(text)
+        return
+    sys.stderr.flush()
+    buffer.write(text.encode("utf-8", "surrogateescape"))
+    buffer.flush()
+
+
 class _Reporter:
     """Prints QEMU-style diagnostics: ``prog: [location: ]message``."""
 
@@ -104,12 +116,12 @@ class _Reporter:
         return f"{self.prog}: {self.location}: " if self.location else f"{self.prog}: "
 
     def error(self, message: str, hint: str | None = None) -> None:
-        sys.stderr.write(self._prefix() + message + "\n")
+        _stderr(self._prefix() + message + "\n")
         if hint:
-            sys.stderr.write(hint + "\n")
+            _stderr(hint + "\n")
 
     def warn(self, message: str) -> None:
-        sys.stderr.write(self._prefix() + "warning: " + message + "\n")
+        _stderr(self._prefix() + "warning: " + message + "\n")
 
     def fail(self, err: QemuError) -> NoReturn:
         self.error(err.desc, err.hint)
@@ -308,7 +320,7 @@ def _setup_machine(host: object, plan: _Plan, rep: _Reporter) -> None:
         raise _Exit(0)
     if machine_type != "none":
         rep.error("unsupported machine type")
-        sys.stderr.write("Use -machine help to list supported machines\n")
+        _stderr("Use -machine help to list supported machines\n")
         raise _Exit(1)
     machine = host.create_machine("none-machine")
     for key, value in opts.items():
@@ -375,7 +387,7 @@ def _open_chardev(host: object, chr_plan: _ChardevPlan, plan: _Plan, rep: _Repor
         rep.location = saved
     host.add_chardev(sock, chr_plan.ident)
     if sock.server and sock.wait:
-        sys.stderr.write(
+        _stderr(
             f"{rep.prog}: {chr_plan.location}: info: QEMU waiting for connection on: "
             f"{sock.describe()}\n"
         )
@@ -500,7 +512,7 @@ def run(argv: list[str], prog: str) -> int:
 
         def on_signal(signo: int, pid: int) -> None:
             who = f" from pid {pid} ({_pid_name(pid)})" if pid else ""
-            sys.stderr.write(f"{prog}: terminating on signal {signo}{who}\n")
+            _stderr(f"{prog}: terminating on signal {signo}{who}\n")
             sys.stderr.flush()
             host.context.schedule(lambda: host.request_shutdown("host-signal"))
 

@@ -65,6 +65,19 @@ def _is_space(ch: str) -> bool:
     return ch in " \t\n\v\f\r"
 
 
+def _process_printf(text: str) -> None:
+    """Print to the process's standard output, not to the monitor.
+
+    QEMU's argument parser reports bad quoting with plain ``printf``, so
+    the text never reaches the monitor (or a ``human-monitor-command``
+    reply); it only shows on a terminal that happens to be stdout.
+    """
+    import sys
+
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def _get_str(line: str, pos: int, out: _Output) -> tuple[str, int] | None:
     """One word or double-quoted string, as QEMU's ``get_str``."""
     while pos < len(line) and _is_space(line[pos]):
@@ -81,14 +94,14 @@ def _get_str(line: str, pos: int, out: _Output) -> tuple[str, int] | None:
                 pos += 1
                 mapped = {"n": "\n", "r": "\r", "\\": "\\", "'": "'", '"': '"'}.get(esc)
                 if mapped is None:
-                    out.print(f"unsupported escape code: '\\{esc}'\n")
+                    _process_printf(f"unsupported escape code: '\\{esc}'\n")
                     return None
                 chars.append(mapped)
             else:
                 chars.append(line[pos])
                 pos += 1
         if pos >= len(line):
-            out.print("unterminated string\n")
+            _process_printf("unterminated string\n")
             return None
         pos += 1
     else:
@@ -148,14 +161,20 @@ def _command_word(line: str, pos: int) -> tuple[str, int, int]:
     return line[start:pos], start, pos
 
 
+def _try_help(line: str, start: int, end: int, out: _Output) -> None:
+    """QEMU's hint after a parse error: the line as typed, up to the command name
+    (``Try "help info iothreads"``, leading blanks and inner spacing kept)."""
+    out.print(f'Try "help {line[start:end]}" for more information\n')
+
+
 def _run(host: Host, line: str, pos: int, table: tuple[HmpCommand, ...], out: _Output) -> None:
     cmd_start = pos
-    word, _start, pos = _command_word(line, pos)
-    if not word:
+    word, start, pos = _command_word(line, pos)
+    if start >= len(line):  # a blank line; "/x" is an unknown command ''
         return
     cmd = next((c for c in table if c.matches(word)), None)
     if cmd is None:
-        out.print(f"unknown command: '{line[cmd_start:pos].strip()}'\n")
+        out.print(f"unknown command: '{line[cmd_start:pos]}'\n")
         return
     rest = pos
     while rest < len(line) and _is_space(line[rest]):
@@ -166,7 +185,7 @@ def _run(host: Host, line: str, pos: int, table: tuple[HmpCommand, ...], out: _O
     try:
         args = _parse_args(cmd, line, pos, out)
     except _ParseFailed:
-        out.print(f'Try "help {cmd.name}" for more information\n')
+        _try_help(line, cmd_start, pos, out)
         return
     assert cmd.handler is not None
     try:
@@ -181,12 +200,12 @@ def _run_sub(
     word, _start, end = _command_word(line, pos)
     cmd = next((c for c in table if c.matches(word)), None)
     if cmd is None:
-        out.print(f"unknown command: '{line[prefix_start:end].strip()}'\n")
+        out.print(f"unknown command: '{line[prefix_start:end]}'\n")
         return
     try:
         args = _parse_args(cmd, line, end, out)
     except _ParseFailed:
-        out.print(f'Try "help {cmd.name}" for more information\n')
+        _try_help(line, prefix_start, end, out)
         return
     assert cmd.handler is not None
     try:

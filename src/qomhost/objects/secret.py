@@ -124,16 +124,18 @@ class SecretCommon(Object):
         raise NotImplementedError
 
     def complete(self) -> None:
-        data = self.load_input()
+        # Every intermediate form of the payload is a SecretBytes, so that
+        # not even a traceback printed with its locals can show it.
+        data = SecretBytes(self.load_input())
         if self.keyid is not None:
             data = self._decrypt(data)
         elif self.format == "base64":
             from qomhost.crypto.qbase64 import qbase64_decode
 
-            data = qbase64_decode(data)
-        self.rawdata = SecretBytes(data)
+            data = SecretBytes(qbase64_decode(data))
+        self.rawdata = data
 
-    def _decrypt(self, ciphertext: bytes) -> bytes:
+    def _decrypt(self, ciphertext: bytes) -> SecretBytes:
         from qomhost.crypto.qbase64 import qbase64_decode
 
         assert self.keyid is not None
@@ -146,21 +148,21 @@ class SecretCommon(Object):
         if len(iv) != AES_BLOCK:
             raise ObjectError(f"IV should be 16 bytes in length not {len(iv)}")
         if self.format == "base64":
-            ciphertext = qbase64_decode(ciphertext)
+            ciphertext = SecretBytes(qbase64_decode(ciphertext))
         if len(ciphertext) % AES_BLOCK:
             raise ObjectError(
                 f"Length {len(ciphertext)} must be a multiple of block size {AES_BLOCK}"
             )
         from qomhost.crypto.aes import aes256_cbc_decrypt
 
-        plaintext = aes256_cbc_decrypt(key, iv, ciphertext)
+        plaintext = SecretBytes(aes256_cbc_decrypt(key, iv, ciphertext))
         # QEMU's padding check: only the count is checked, never the padding
         # bytes themselves, and a count of zero is accepted. An empty
         # ciphertext has no last byte; it is treated as a count of zero.
         pad = plaintext[-1] if plaintext else 0
         if pad > AES_BLOCK or pad > len(ciphertext):
             raise ObjectError(f"Incorrect number of padding bytes ({pad}) found on decrypted data")
-        return plaintext[: len(plaintext) - pad]
+        return SecretBytes(plaintext[: len(plaintext) - pad])
 
 
 def _c_string(text: str) -> bytes:

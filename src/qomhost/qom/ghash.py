@@ -84,14 +84,24 @@ _PRIME_MOD = (
 _U32 = 0xFFFFFFFF
 
 
+def c_key_bytes(key: str) -> bytes:
+    """The bytes of the C string QEMU holds for ``key``.
+
+    JSON's ``\\u0000`` is stored as ``C0 80`` (QEMU's modified UTF-8), and
+    bytes that were not UTF-8 on the command line (kept by Python as
+    surrogate escapes) are the raw bytes again.
+    """
+    return key.encode("utf-8", "surrogateescape").replace(b"\x00", b"\xc0\x80")
+
+
 def g_str_hash(key: str) -> int:
-    """GLib's ``g_str_hash`` of ``key``'s UTF-8 bytes, as an unsigned 32-bit int.
+    """GLib's ``g_str_hash`` of ``key``'s C bytes, as an unsigned 32-bit int.
 
     The bytes are read as *signed* chars, so every byte of a non-ASCII
     character contributes a negative value.
     """
     h = 5381
-    for byte in key.encode("utf-8"):
+    for byte in c_key_bytes(key):
         h = (h * 33 + (byte - 256 if byte >= 128 else byte)) & _U32
     return h
 
@@ -104,8 +114,7 @@ class GHashOrder:
     :meth:`keys` returns the keys in GLib's iteration order. Every operation
     is O(1) amortised, as in GLib.
 
-    Keys are Python strings standing for C strings: they must not contain NUL
-    (the C key would end there) and must be encodable as UTF-8.
+    Keys are Python strings standing for C strings (see :func:`c_key_bytes`).
     """
 
     __slots__ = ("_hash_of", "_hashes", "_keys", "_mask", "_mod", "_noccupied", "_size")
@@ -208,8 +217,6 @@ class GHashOrder:
 
     @staticmethod
     def _hash(key: str) -> int:
-        if "\0" in key:
-            raise ValueError("GHashOrder keys are C strings and cannot contain NUL")
         hash_value = g_str_hash(key)
         # 0 and 1 mark empty slots and tombstones, so GLib bumps them to 2.
         return hash_value if hash_value >= 2 else 2
