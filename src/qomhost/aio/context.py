@@ -25,26 +25,25 @@ callback that raises is logged and the loop goes on.
 
 from __future__ import annotations
 
-import concurrent.futures
-import heapq
+import _thread
 import itertools
-import logging
 import os
 import select
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
-from qomhost.aio.threadpool import ThreadPool
+# The main loop is created at every start-up: no typing, dataclasses,
+# logging, threading or concurrent.futures here until they are needed.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import concurrent.futures
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    from qomhost.aio.threadpool import ThreadPool
+
+    T = TypeVar("T")
 
 __all__ = ["AioContext", "EventNotifier", "FdHandler", "Timer"]
-
-log = logging.getLogger("qomhost.aio")
-
-T = TypeVar("T")
 
 #: the first growth step of the polling window, as in QEMU
 POLL_FIRST_STEP_NS = 4000
@@ -52,27 +51,48 @@ POLL_FIRST_STEP_NS = 4000
 DEFAULT_MAX_BATCH = 32
 
 
-@dataclass(eq=False)
 class FdHandler:
-    """Callbacks for one file descriptor."""
+    """Callbacks for one file descriptor.
 
-    fd: int
-    on_read: Callable[[], None] | None
-    on_write: Callable[[], None] | None
-    #: checks for work without a system call; True means progress is possible
-    io_poll: Callable[[], bool] | None = None
-    #: runs when ``io_poll`` found work
-    io_poll_ready: Callable[[], None] | None = None
+    ``io_poll`` checks for work without a system call (True means progress
+    is possible); ``io_poll_ready`` runs when it found work.
+    """
+
+    __slots__ = ("fd", "io_poll", "io_poll_ready", "on_read", "on_write")
+
+    def __init__(
+        self,
+        fd: int,
+        on_read: Callable[[], None] | None,
+        on_write: Callable[[], None] | None,
+        io_poll: Callable[[], bool] | None = None,
+        io_poll_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.fd = fd
+        self.on_read = on_read
+        self.on_write = on_write
+        self.io_poll = io_poll
+        self.io_poll_ready = io_poll_ready
 
 
-@dataclass(order=True)
 class Timer:
-    """A one-shot callback at ``deadline`` (``time.monotonic_ns`` clock)."""
+    """A one-shot callback at ``deadline`` (``time.monotonic_ns`` clock).
 
-    deadline: int
-    seq: int
-    callback: Callable[[], None] = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
+    Timers order by ``(deadline, seq)``.
+    """
+
+    __slots__ = ("callback", "cancelled", "deadline", "seq")
+
+    def __init__(
+        self, deadline: int, seq: int, callback: Callable[[], None], cancelled: bool = False
+    ) -> None:
+        self.deadline = deadline
+        self.seq = seq
+        self.callback = callback
+        self.cancelled = cancelled
+
+    def __lt__(self, other: Timer) -> bool:
+        return (self.deadline, self.seq) < (other.deadline, other.seq)
 
     def cancel(self) -> None:
         """Stop the timer from firing."""
@@ -100,12 +120,16 @@ class EventNotifier:
         os.close(self.fd)
 
 
-def _call(callback: Callable[[], object], what: str) -> None:
+def _call(callback: Callable[[], object], what: str, fd: int = -1) -> None:
     """Run a callback; an exception is logged, never fatal to the loop."""
     try:
         callback()
     except Exception:
-        log.exception("%s raised", what)
+        if fd >= 0:
+            what = f"fd {fd} {what}"
+        import logging  # only now: it is slow to import
+
+        logging.getLogger("qomhost.aio").exception("%s raised", what)
 
 
 class AioContext:
@@ -117,8 +141,8 @@ class AioContext:
         self._handlers: dict[int, FdHandler] = {}
         self._poll_disable_cnt = 0
         self._poll_handlers: list[FdHandler] = []
-        self._bh: deque[Callable[[], None]] = deque()
-        self._bh_lock = threading.Lock()
+        self._bh: list[Callable[[], None]] = []
+        self._bh_lock = _thread.allocate_lock()
         self._timers: list[Timer] = []
         self._seq = itertools.count()
         self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -218,12 +242,16 @@ class AioContext:
 
     def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
         """Run ``callback`` after ``delay_s`` seconds (call from the loop's thread)."""
+        import heapq
+
         timer = Timer(self.clock() + int(delay_s * 1e9), next(self._seq), callback)
         heapq.heappush(self._timers, timer)
         return timer
 
     def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Run ``fn`` in this context's thread; a future for its result."""
+        import concurrent.futures
+
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def run() -> None:
@@ -267,6 +295,8 @@ class AioContext:
     def run_in_pool(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """Run blocking ``fn(*args)`` on this context's worker pool."""
         if self._pool is None:
+            from qomhost.aio.threadpool import ThreadPool
+
             self._pool = ThreadPool(self.name, self.thread_pool_min, self.thread_pool_max)
         return self._pool.submit(fn, *args)
 
@@ -275,6 +305,10 @@ class AioContext:
         """-1 for no deadline, else ns until the next timer or bottom half."""
         if self._bh:
             return 0
+        if not self._timers:
+            return -1
+        import heapq
+
         while self._timers and self._timers[0].cancelled:
             heapq.heappop(self._timers)
         if not self._timers:
@@ -353,15 +387,17 @@ class AioContext:
             if handler is None:
                 continue
             if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and handler.on_read:
-                _call(handler.on_read, f"fd {fd} read handler")
+                _call(handler.on_read, "read handler", fd)
                 progress = True
             # The read callback may have removed or replaced the handler.
             handler = self._handlers.get(fd)
             if handler is not None and mask & select.EPOLLOUT and handler.on_write:
-                _call(handler.on_write, f"fd {fd} write handler")
+                _call(handler.on_write, "write handler", fd)
                 progress = True
         progress |= self._run_bottom_halves()
         if self._timers:
+            import heapq
+
             now = self.clock()
             while self._timers and (self._timers[0].cancelled or self._timers[0].deadline <= now):
                 timer = heapq.heappop(self._timers)
@@ -375,7 +411,7 @@ class AioContext:
             if not self._bh:
                 self._notified = False
                 return False
-            pending, self._bh = self._bh, deque()
+            pending, self._bh = self._bh, []
             self._notified = False
         for callback in pending:
             _call(callback, "bottom half")
