@@ -214,6 +214,27 @@ def _run_sub(
         out.error(err)
 
 
+def complete_command_line(before: str) -> tuple[int, list[str]]:
+    """Tab completion of command names (and ``info`` subcommands).
+
+    Returns the length of the word being completed and the names that
+    start with it, aliases included, as QEMU's monitor offers them.
+    """
+    words = before.split()
+    if before[-1:].isspace() or not words:
+        words.append("")
+    table: tuple[HmpCommand, ...] = HMP_COMMANDS
+    while len(words) > 1:
+        cmd = next((c for c in table if c.matches(words[0])), None)
+        if cmd is None or cmd.sub_table is None:
+            return 0, []
+        table = cmd.sub_table
+        words = words[1:]
+    word = words[0]
+    names = [name for cmd in table for name in cmd.name.split("|") if name.startswith(word)]
+    return len(word), names
+
+
 def run_hmp_command(host: Host, line: str) -> str:
     """Run one HMP command line and return its output (``\\r\\n`` line ends)."""
     out = _Output()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qomhost.monitor.hmp import run_hmp_command
+from qomhost.monitor.hmp import complete_command_line, run_hmp_command
 from qomhost.monitor.readline import LineEditor
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ class HmpMonitor:
     def __init__(self, host: Host, chardev: Chardev) -> None:
         self.host = host
         self.chardev = chardev
-        self.editor = LineEditor()
+        self.editor = LineEditor(PROMPT, complete_command_line)
         chardev.attach(host.context, self)
 
     def _print(self, text: str) -> None:
@@ -32,7 +32,7 @@ class HmpMonitor:
         from qomhost.host import QEMU_VERSION
 
         v = QEMU_VERSION
-        self.editor = LineEditor()
+        self.editor = LineEditor(PROMPT, complete_command_line)
         self._print(
             f"QEMU {v['major']}.{v['minor']}.{v['micro']} monitor - "
             "type 'help' for more information\n"
@@ -42,7 +42,7 @@ class HmpMonitor:
     def chr_read(self, data: bytes) -> None:
         for echo, line in self.editor.feed_iter(data):
             if echo:
-                self._print(echo)
+                self.chardev.write(echo.replace(b"\n", b"\r\n"))
             if line is None:
                 continue
             output = run_hmp_command(self.host, line)
@@ -53,4 +53,4 @@ class HmpMonitor:
             self._print(PROMPT)
 
     def chr_closed(self) -> None:
-        self.editor = LineEditor()
+        self.editor = LineEditor(PROMPT, complete_command_line)
