@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from qomhost.errors import COMMAND_NOT_FOUND, CommandError, QemuError
 from qomhost.monitor.commands import COMMANDS, CommandContext, command
-from qomhost.monitor.commands.order import QEMU_COMMAND_ORDER
 from qomhost.qapi.schema import STR, ListKind, Member, ScalarKind
 
 TYPE_CHECKING = False
@@ -61,6 +60,8 @@ def query_name(ctx: CommandContext, args: dict[str, Any]) -> object:
 @command("query-commands")
 def query_commands(ctx: CommandContext, args: dict[str, Any]) -> object:
     """Every command, in the relative order QEMU lists them."""
+    from qomhost.monitor.commands.order import QEMU_COMMAND_ORDER
+
     rank = {name: i for i, name in enumerate(QEMU_COMMAND_ORDER)}
     names = sorted(COMMANDS, key=lambda n: (rank.get(n, len(rank)), n))
     return [{"name": name} for name in names]

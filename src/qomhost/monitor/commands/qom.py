@@ -6,7 +6,6 @@ from qomhost.errors import DEVICE_NOT_FOUND, CommandError, QemuError
 from qomhost.monitor.commands import CommandContext, command
 from qomhost.qapi.schema import ANY, BOOL, STR, Member
 from qomhost.qom.object import ObjectProperty, require_path, resolve_path, types
-from qomhost.qom.type_order import QEMU_TYPE_ORDER
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,6 +69,8 @@ def qom_set(ctx: CommandContext, args: dict[str, Any]) -> object:
 
 
 def _type_rank() -> dict[str, int]:
+    from qomhost.qom.type_order import QEMU_TYPE_ORDER
+
     return {name: i for i, name in enumerate(QEMU_TYPE_ORDER)}
 
 
