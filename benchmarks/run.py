@@ -1,0 +1,143 @@
+"""Run every benchmark and rewrite ``benchmarks/RESULTS.md``.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/run.py                  # about 4 minutes
+    .venv/bin/python benchmarks/run.py --rounds 10 --trials 2 --seconds 1   # quick look
+
+Nothing else should run meanwhile: the benchmarks time processes, and on a
+shared VM even the reference moves. Only ratios within one run mean much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import qmp_rate
+import startup
+from _common import (
+    QOMHOST,
+    ROOT,
+    VENV_PYTHON,
+    load_average,
+    log,
+    machine_facts,
+    python_env,
+    table,
+)
+
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def import_profile(runs: int = 7, limit: int = 12) -> str:
+    """What qomhost imports on its way to the quit reply (``-X importtime``).
+
+    Each module's time is its minimum over ``runs`` runs, which filters out
+    the moments another process had the CPU.
+    """
+    argv = [VENV_PYTHON, "-X", "importtime", QOMHOST, *startup.BASE, *startup.PLAIN]
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for _ in range(runs):
+        proc = subprocess.run(
+            argv, input=startup.QMP_INPUT, capture_output=True, env=python_env(), check=True
+        )
+        for line in proc.stderr.decode().splitlines():
+            if not line.startswith("import time:") or "self [us]" in line:
+                continue
+            us_own, us_total, name = line[len("import time:") :].split("|")
+            name = name.strip()
+            own[name] = min(own.get(name, 1 << 62), int(us_own))
+            total[name] = min(total.get(name, 1 << 62), int(us_total))
+    ours = sum(us for name, us in own.items() if name.startswith("qomhost"))
+    head = (
+        f"{len(own)} modules imported, {sum(1 for n in own if n.startswith('qomhost'))} of them "
+        f"qomhost's. Own import time, minimum of {runs} runs (`-X importtime` inflates it): "
+        f"{sum(own.values()) / 1000:.1f} ms in all, {ours / 1000:.1f} ms in qomhost's modules. "
+        "The largest:"
+    )
+    top = sorted(own.items(), key=lambda item: item[1], reverse=True)[:limit]
+    body = table(
+        ["module", "own µs", "with its imports µs"],
+        [[name, str(us), str(total[name])] for name, us in top],
+    )
+    return head + "\n\n" + body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30, help="start-up rounds (30)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="QMP trial length (2)")
+    parser.add_argument("--trials", type=int, default=5, help="QMP trials (5)")
+    parser.add_argument("--clients", default="2,8", help="parallel QMP clients (2,8)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="file to write")
+    args = parser.parse_args()
+    clients = tuple(int(n) for n in args.clients.split(",") if n)
+
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+    command = shlex.join([".venv/bin/python", script, *sys.argv[1:]])
+    facts = machine_facts()
+    started = datetime.datetime.now(datetime.UTC)
+
+    load_before = load_average()
+    log("startup ...")
+    start = startup.run(args.rounds)
+    log("qmp_rate ...")
+    rate = qmp_rate.run(args.seconds, args.trials, clients)
+    log("import profile ...")
+    imports = import_profile()
+    load_after = load_average()
+
+    text = "\n".join(
+        [
+            "# Benchmark results",
+            "",
+            f"Written by `{command}` (run from the repository root), started "
+            f"{started:%Y-%m-%d %H:%M} UTC. Rerun that command to refresh this file; "
+            "compare ratios, not absolute numbers, between runs.",
+            "",
+            "## Machine",
+            "",
+            *facts.lines(),
+            f"- load average (1 min) before / after the run: {load_before} / {load_after}",
+            "",
+            "## Start-up: exec to the reply to `quit`",
+            "",
+            "`PROG -machine none -nodefaults -display none -qmp stdio` with "
+            "`-object secret,id=sec0,data=letmein,format=raw` (plain secret), or that plus "
+            "a 32-byte key secret and an AES-256-CBC encrypted secret using it "
+            "(`keyid=key0,iv=...,format=base64`), which makes qomhost import "
+            "`cryptography`. Stdin: `qmp_capabilities`, then `quit`; both `return` "
+            "replies are checked. Python runs with its bytecode cache on (under "
+            "`benchmarks/.work/`), as an installed package has it, except in the line "
+            "that says otherwise.",
+            "",
+            start.markdown(),
+            "",
+            "## QMP round trips: `qom-get /objects/sec0 data`",
+            "",
+            "Both programs run at once with the plain secret and one "
+            "`-qmp unix:PATH,server=on,wait=off` per client. A raw socket client sends one "
+            "command and reads the reply line before the next; N clients are N processes "
+            "on N monitors.",
+            "",
+            rate.markdown(),
+            "",
+            "## Where qomhost's start-up goes",
+            "",
+            imports,
+            "",
+        ]
+    )
+    args.output.write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
