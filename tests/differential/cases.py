@@ -26,8 +26,17 @@ from harness import (
 # --------------------------------------------------------------------------- scope
 # What qomhost implements for this issue; the normalisers compare only these.
 
-TYPES = ("object", "container", "user-creatable", "secret_common", "secret")
-CREATABLE = ("secret",)
+TYPES = (
+    "object",
+    "container",
+    "user-creatable",
+    "secret_common",
+    "secret",
+    "event-loop-base",
+    "iothread",
+    "main-loop",
+)
+CREATABLE = ("secret", "event-loop-base", "iothread", "main-loop")
 COMMANDS = (
     "qmp_capabilities",
     "quit",
@@ -42,6 +51,7 @@ COMMANDS = (
     "qom-list-types",
     "qom-list-properties",
     "human-monitor-command",
+    "query-iothreads",
 )
 
 # --------------------------------------------------------------------------- fixed vectors
@@ -1010,6 +1020,688 @@ AES = [
     ),
 ]
 
+# --------------------------------------------------------------------------- iothread, main-loop
+# event-loop-base (abstract) with iothread and main-loop (QEMU's iothread.c,
+# event-loop-base.c, main-loop.c), query-iothreads and HMP info iothreads.
+# Thread ids are masked (JSON "thread-id" and HMP "thread_id=");
+# tests/integration/test_iothread.py checks that they are real.
+# qomhost refuses object-del of an iothread that work is attached to (QEMU
+# allows it); nothing is ever attached here, so both delete.
+
+IO = "/objects/io1"
+ML = "/objects/ml"
+QIO = ex("query-iothreads")
+POLL_PROPS = ("poll-max-ns", "poll-grow", "poll-shrink")
+LOOP_PROPS = ("aio-max-batch", "thread-pool-min", "thread-pool-max")
+IO_PROPS = (*POLL_PROPS, *LOOP_PROPS)
+#: a valid non-default value for each property
+IO_VALUES = {
+    "poll-max-ns": 100000,
+    "poll-grow": 3,
+    "poll-shrink": 5,
+    "aio-max-batch": 16,
+    "thread-pool-min": 2,
+    "thread-pool-max": 8,
+}
+INT64_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+
+
+def io_state(path: str = IO, props: Iterable[str] = IO_PROPS) -> tuple[ScriptItem, ...]:
+    """``qom-get`` of each property, then ``query-iothreads``."""
+    return (*(get(path, p) for p in props), QIO)
+
+
+def iot(
+    name: str, *specs: str, script: tuple[ScriptItem, ...] | None = None, note: str = ""
+) -> Case:
+    """``-object`` options under QMP; by default reads back every ``io1`` property."""
+    return cli(name, *specs, script=io_state() if script is None else script, note=note)
+
+
+def mloop(name: str, *specs: str, note: str = "") -> Case:
+    """``-object`` options under QMP; reads back ``ml``'s properties."""
+    return cli(name, *specs, script=io_state(ML, LOOP_PROPS), note=note)
+
+
+IOTHREAD_CLI = [
+    iot("iothread-cli-defaults", "iothread,id=io1"),
+    *(
+        iot(f"iothread-cli-{prop}", f"iothread,id=io1,{prop}={value}")
+        for prop, value in IO_VALUES.items()
+    ),
+    iot(
+        "iothread-cli-all-props",
+        "iothread,id=io1," + ",".join(f"{p}={v}" for p, v in IO_VALUES.items()),
+    ),
+    *(iot(f"iothread-cli-{prop}-negative", f"iothread,id=io1,{prop}=-1") for prop in IO_PROPS),
+    iot("iothread-cli-zero", "iothread,id=io1," + ",".join(f"{p}=0" for p in POLL_PROPS)),
+    iot("iothread-cli-hex", "iothread,id=io1,poll-max-ns=0x10,aio-max-batch=0X1f"),
+    iot("iothread-cli-octal", "iothread,id=io1,poll-grow=010"),
+    iot("iothread-cli-plus-sign", "iothread,id=io1,poll-grow=+5"),
+    iot("iothread-cli-leading-space", "iothread,id=io1,poll-grow= 5"),
+    iot("iothread-cli-trailing-space", "iothread,id=io1,poll-grow=5 "),
+    iot("iothread-cli-suffix-k", "iothread,id=io1,poll-max-ns=1k"),
+    iot("iothread-cli-not-a-number", "iothread,id=io1,poll-max-ns=abc"),
+    iot("iothread-cli-empty-value", "iothread,id=io1,poll-max-ns="),
+    iot("iothread-cli-float", "iothread,id=io1,poll-max-ns=1.5"),
+    iot("iothread-cli-exponent", "iothread,id=io1,poll-max-ns=1e3"),
+    iot("iothread-cli-int64-max", f"iothread,id=io1,poll-max-ns={INT64_MAX}"),
+    iot("iothread-cli-int64-overflow", f"iothread,id=io1,poll-max-ns={INT64_MAX + 1}"),
+    iot("iothread-cli-uint64-max", f"iothread,id=io1,poll-shrink={2**64 - 1}"),
+    iot("iothread-cli-int64-min", f"iothread,id=io1,poll-grow={-(2**63)}"),
+    iot("iothread-cli-minus-zero", "iothread,id=io1,poll-grow=-0"),
+    iot("iothread-cli-short-form-bool", "iothread,id=io1,poll-max-ns"),
+    iot("iothread-cli-short-form-no", "iothread,id=io1,nopoll-grow"),
+    iot("iothread-cli-last-duplicate-wins", "iothread,id=io1,poll-max-ns=1,poll-max-ns=2"),
+    iot("iothread-cli-pool-min-above-max", "iothread,id=io1,thread-pool-min=5,thread-pool-max=2"),
+    iot("iothread-cli-pool-min-above-default-max", "iothread,id=io1,thread-pool-min=65"),
+    iot("iothread-cli-pool-equal", "iothread,id=io1,thread-pool-min=64,thread-pool-max=64"),
+    iot("iothread-cli-pool-max-zero", "iothread,id=io1,thread-pool-max=0"),
+    iot("iothread-cli-pool-max-int-max", f"iothread,id=io1,thread-pool-max={INT_MAX}"),
+    iot("iothread-cli-pool-max-above-int", f"iothread,id=io1,thread-pool-max={INT_MAX + 1}"),
+    iot(
+        "iothread-cli-pool-both-int-max",
+        f"iothread,id=io1,thread-pool-min={INT_MAX},thread-pool-max={INT_MAX}",
+    ),
+    iot(
+        "iothread-cli-pool-min-above-int",
+        f"iothread,id=io1,thread-pool-min={INT_MAX + 1},thread-pool-max={INT_MAX + 1}",
+    ),
+    iot(
+        "iothread-cli-pool-negative-and-bad-pair",
+        "iothread,id=io1,thread-pool-min=-1,thread-pool-max=0",
+        note="the range check of one setter comes before the pair check at complete()",
+    ),
+    iot("iothread-cli-unknown-key", "iothread,id=io1,bogus=1"),
+    iot("iothread-cli-thread-id-key", "iothread,id=io1,thread-id=5"),
+    iot("iothread-cli-missing-id", "iothread,poll-max-ns=1"),
+    iot("iothread-cli-bad-id", "iothread,id=1io"),
+    iot("iothread-cli-duplicate-id", "iothread,id=io1", "iothread,id=io1"),
+    iot(
+        "iothread-cli-second-fails",
+        "iothread,id=io1",
+        "iothread,id=io2,poll-grow=-1",
+        note="the first iothread was already started when the second fails",
+    ),
+    cli(
+        "iothread-cli-order",
+        "iothread,id=iothread1",
+        "iothread,id=io2",
+        "iothread,id=io3",
+        script=(QIO, hmc("info iothreads"), qlist("/objects")),
+        note="GLib hash order of /objects, not creation order",
+    ),
+    cli(
+        "iothread-cli-with-secrets",
+        "secret,id=s,data=x",
+        "iothread,id=io1",
+        "secret,id=t,data=y",
+        "iothread,id=io2",
+        script=(QIO, qlist("/objects"), hmc("info qom-tree /objects")),
+    ),
+    cli("iothread-cli-qom-list", "iothread,id=io1", script=(qlist(IO), qlist("/objects"))),
+    cli("iothread-cli-event-loop-base", "event-loop-base,id=e"),
+    bare("iothread-cli-no-monitor-negative", *BASE, "-object", "iothread,id=io1,poll-grow=-1"),
+    bare("iothread-cli-no-monitor-bad-pair", *BASE, "-object", "iothread,id=io1,thread-pool-max=0"),
+    bare("iothread-cli-no-monitor-parse-error", *BASE, "-object", "iothread,id=io1,poll-grow=x"),
+]
+
+IOTHREAD_JSON = [
+    iot(
+        "iothread-json-all-props",
+        '{"qom-type":"iothread","id":"io1","poll-max-ns":100000,"poll-grow":3,"poll-shrink":5,'
+        '"aio-max-batch":16,"thread-pool-min":2,"thread-pool-max":8}',
+    ),
+    iot("iothread-json-defaults", '{"qom-type":"iothread","id":"io1"}'),
+    iot("iothread-json-string-value", '{"qom-type":"iothread","id":"io1","poll-max-ns":"100"}'),
+    iot("iothread-json-negative", '{"qom-type":"iothread","id":"io1","poll-shrink":-1}'),
+    iot("iothread-json-float", '{"qom-type":"iothread","id":"io1","poll-max-ns":1.5}'),
+    iot("iothread-json-float-integral", '{"qom-type":"iothread","id":"io1","poll-max-ns":1.0}'),
+    iot("iothread-json-bool", '{"qom-type":"iothread","id":"io1","poll-grow":true}'),
+    iot("iothread-json-null", '{"qom-type":"iothread","id":"io1","poll-grow":null}'),
+    iot("iothread-json-list", '{"qom-type":"iothread","id":"io1","aio-max-batch":[1]}'),
+    iot(
+        "iothread-json-int64-max",
+        f'{{"qom-type":"iothread","id":"io1","poll-max-ns":{INT64_MAX}}}',
+    ),
+    iot(
+        "iothread-json-int64-overflow",
+        f'{{"qom-type":"iothread","id":"io1","poll-max-ns":{INT64_MAX + 1}}}',
+    ),
+    iot(
+        "iothread-json-uint64-max",
+        f'{{"qom-type":"iothread","id":"io1","poll-max-ns":{2**64 - 1}}}',
+    ),
+    iot(
+        "iothread-json-above-uint64",
+        f'{{"qom-type":"iothread","id":"io1","poll-max-ns":{2**64}}}',
+    ),
+    iot(
+        "iothread-json-bad-pair",
+        '{"qom-type":"iothread","id":"io1","thread-pool-min":5,"thread-pool-max":2}',
+    ),
+    iot("iothread-json-unknown-member", '{"qom-type":"iothread","id":"io1","bogus":1}'),
+    mloop(
+        "main-loop-json",
+        '{"qom-type":"main-loop","id":"ml","aio-max-batch":4,"thread-pool-min":1,'
+        '"thread-pool-max":3}',
+    ),
+    mloop("main-loop-json-poll-member", '{"qom-type":"main-loop","id":"ml","poll-max-ns":1}'),
+]
+
+MAIN_LOOP_CLI = [
+    mloop("main-loop-cli-defaults", "main-loop,id=ml"),
+    mloop(
+        "main-loop-cli-props",
+        "main-loop,id=ml,aio-max-batch=7,thread-pool-min=2,thread-pool-max=8",
+    ),
+    mloop("main-loop-cli-negative", "main-loop,id=ml,aio-max-batch=-1"),
+    mloop("main-loop-cli-bad-pair", "main-loop,id=ml,thread-pool-min=5,thread-pool-max=2"),
+    mloop("main-loop-cli-pool-max-zero", "main-loop,id=ml,thread-pool-max=0"),
+    mloop("main-loop-cli-poll-max-ns", "main-loop,id=ml,poll-max-ns=1"),
+    mloop("main-loop-cli-two", "main-loop,id=ml", "main-loop,id=ml2"),
+    cli(
+        "main-loop-cli-with-iothread",
+        "iothread,id=io1",
+        "main-loop,id=ml",
+        script=(QIO, qlist("/objects"), qlist(ML), hmc("info iothreads")),
+    ),
+    bare(
+        "main-loop-cli-no-monitor-two",
+        *BASE,
+        "-object",
+        "main-loop,id=a",
+        "-object",
+        "main-loop,id=b",
+    ),
+]
+
+IOTHREAD_HELP = [
+    bare("help-iothread", "-object", "iothread,help"),
+    bare("help-iothread-with-id", "-object", "iothread,id=io1,poll-max-ns=5,help"),
+    bare("help-main-loop", "-object", "main-loop,help"),
+    bare("help-event-loop-base", "-object", "event-loop-base,help"),
+    hmp("hmp-object-add-help-iothread", "object_add iothread,help", "object_add main-loop,help"),
+]
+
+IOTHREAD_QMP = [
+    qmp("iothread-qmp-add-defaults", add("iothread", "io1"), *io_state()),
+    qmp("iothread-qmp-add-props", add("iothread", "io1", **IO_VALUES), *io_state()),
+    qmp(
+        "iothread-qmp-add-errors",
+        *(add("iothread", "io1", **{p: -1}) for p in IO_PROPS),
+        add("iothread", "io1", poll_max_ns="1"),
+        add("iothread", "io1", poll_max_ns=1.5),
+        add("iothread", "io1", poll_max_ns=True),
+        add("iothread", "io1", poll_max_ns=None),
+        add("iothread", "io1", poll_max_ns={}),
+        add("iothread", "io1", poll_max_ns=INT64_MAX + 1),
+        add("iothread", "io1", poll_max_ns=2**64 - 1),
+        add("iothread", "io1", poll_max_ns=-(2**63)),
+        add("iothread", "io1", thread_pool_min=5, thread_pool_max=2),
+        add("iothread", "io1", thread_pool_max=0),
+        add("iothread", "io1", thread_pool_min=65),
+        add("iothread", "io1", thread_pool_max=INT_MAX + 1),
+        add("iothread", "io1", thread_id=1),
+        add("iothread", "io1", bogus=1),
+        add("iothread", "1io"),
+        add("event-loop-base", "e"),
+        qlist("/objects"),
+        QIO,
+    ),
+    qmp(
+        "iothread-qmp-add-huge",
+        add("iothread", "io1", poll_max_ns=INT64_MAX, poll_grow=INT64_MAX, poll_shrink=INT64_MAX),
+        add("iothread", "io2", aio_max_batch=INT64_MAX, thread_pool_max=INT_MAX),
+        add("iothread", "io3", thread_pool_min=INT_MAX, thread_pool_max=INT_MAX),
+        QIO,
+        *(get("/objects/io2", p) for p in LOOP_PROPS),
+        *(get("/objects/io3", p) for p in LOOP_PROPS),
+    ),
+    qmp(
+        "iothread-qmp-add-failed-leaves-nothing",
+        add("iothread", "io1", thread_pool_min=5, thread_pool_max=2),
+        qlist("/objects"),
+        QIO,
+        add("iothread", "io1"),
+        QIO,
+        note="complete() fails; the object is removed again",
+    ),
+    qmp("iothread-qmp-add-duplicate", add("iothread", "io1"), add("iothread", "io1"), QIO),
+    qmp(
+        "iothread-qom-set-valid",
+        *(qset(IO, p, v) for p, v in IO_VALUES.items()),
+        *io_state(),
+        hmc("info iothreads"),
+        objs=("iothread,id=io1",),
+    ),
+    qmp(
+        "iothread-qom-set-zero",
+        *(qset(IO, p, 0) for p in POLL_PROPS),
+        qset(IO, "aio-max-batch", 0),
+        *io_state(),
+        objs=("iothread,id=io1,poll-max-ns=5,poll-grow=6,poll-shrink=7,aio-max-batch=8",),
+    ),
+    qmp(
+        "iothread-qom-set-negative",
+        *(qset(IO, p, -1) for p in IO_PROPS),
+        *(qset(IO, p, -(2**63)) for p in IO_PROPS),
+        *io_state(),
+        objs=("iothread,id=io1",),
+        note="negative values are refused before they are stored",
+    ),
+    qmp(
+        "iothread-qom-set-huge",
+        *(qset(IO, p, INT64_MAX) for p in (*POLL_PROPS, "aio-max-batch")),
+        *io_state(),
+        qset(IO, "poll-max-ns", INT64_MAX + 1),
+        qset(IO, "poll-max-ns", 2**64 - 1),
+        qset(IO, "poll-max-ns", 2**64),
+        qset(IO, "poll-max-ns", 1e30),
+        get(IO, "poll-max-ns"),
+        objs=("iothread,id=io1",),
+    ),
+    qmp(
+        "iothread-qom-set-wrong-types",
+        *(
+            qset(IO, "poll-grow", value)
+            for value in ("4", "", 1.5, 1.0, True, False, None, [], [4], {}, {"a": 1})
+        ),
+        qset(IO, "thread-pool-max", "8"),
+        ex("qom-set", path=IO, property="poll-grow"),
+        *io_state(),
+        objs=("iothread,id=io1",),
+    ),
+    qmp(
+        "iothread-qom-set-pool-quirk",
+        qset(IO, "thread-pool-min", 100),
+        get(IO, "thread-pool-min"),
+        get(IO, "thread-pool-max"),
+        qset(IO, "thread-pool-max", 0),
+        get(IO, "thread-pool-max"),
+        qset(IO, "thread-pool-max", 200),
+        get(IO, "thread-pool-min"),
+        get(IO, "thread-pool-max"),
+        qset(IO, "thread-pool-min", -1),
+        get(IO, "thread-pool-min"),
+        qset(IO, "thread-pool-max", INT_MAX + 1),
+        get(IO, "thread-pool-max"),
+        qset(IO, "thread-pool-min", INT_MAX + 1),
+        get(IO, "thread-pool-min"),
+        qset(IO, "thread-pool-max", INT_MAX),
+        qset(IO, "aio-max-batch", 5),
+        qset(IO, "poll-grow", 5),
+        get(IO, "aio-max-batch"),
+        qset(IO, "thread-pool-min", 0),
+        qset(IO, "thread-pool-max", INT_MAX),
+        *io_state(),
+        objs=("iothread,id=io1",),
+        note="the setters store the value before checking the pair: qom-get shows it; "
+        "while a bad pair is stored, setting aio-max-batch fails too (and is kept)",
+    ),
+    qmp(
+        "iothread-qom-set-pool-quirk-qmp-added",
+        add("iothread", "io1", thread_pool_min=3, thread_pool_max=4),
+        qset(IO, "thread-pool-max", 2),
+        get(IO, "thread-pool-max"),
+        qset(IO, "thread-pool-min", 2),
+        get(IO, "thread-pool-min"),
+        get(IO, "thread-pool-max"),
+        qset(IO, "thread-pool-max", 1),
+        *io_state(),
+    ),
+    qmp(
+        "iothread-qom-set-not-properties",
+        qset(IO, "thread-id", 1),
+        qset(IO, "nosuch", 1),
+        qset(IO, "type", "x"),
+        qset(IO, "poll_max_ns", 1),
+        qset("/objects/io2", "poll-max-ns", 1),
+        qset("/objects", "io1", "x"),
+        get(IO, "thread-id"),
+        get(IO, "nosuch"),
+        get(IO, "type"),
+        objs=("iothread,id=io1",),
+    ),
+    qmp(
+        "iothread-qom-partial-path",
+        qset("io1", "poll-max-ns", 77),
+        get("io1", "poll-max-ns"),
+        get("objects/io1", "poll-max-ns"),
+        QIO,
+        objs=("iothread,id=io1",),
+    ),
+    qmp(
+        "iothread-qom-list",
+        qlist(IO),
+        qlist("/objects"),
+        qlist(ML),
+        qlist("/"),
+        objs=("iothread,id=io1", "main-loop,id=ml"),
+    ),
+    qmp(
+        "iothread-qom-list-properties",
+        ex("qom-list-properties", typename="iothread"),
+        ex("qom-list-properties", typename="main-loop"),
+        ex("qom-list-properties", typename="event-loop-base"),
+    ),
+    qmp(
+        "iothread-qom-list-types",
+        ex("qom-list-types", implements="event-loop-base"),
+        ex("qom-list-types", implements="event-loop-base", abstract=True),
+        ex("qom-list-types", implements="iothread"),
+        ex("qom-list-types", implements="main-loop", abstract=True),
+    ),
+    qmp(
+        "iothread-qmp-order",
+        add("iothread", "iothread1"),
+        add("iothread", "io2"),
+        add("iothread", "io3"),
+        QIO,
+        hmc("info iothreads"),
+        ex("object-del", id="io2"),
+        QIO,
+        add("iothread", "io2", poll_max_ns=2),
+        QIO,
+        ex("object-del", id="iothread1"),
+        add("iothread", "io4"),
+        QIO,
+        hmc("info iothreads"),
+        qlist("/objects"),
+        note="GLib hash order of /objects: iothread1, io2, io3 list as io3, iothread1, io2",
+    ),
+    qmp(
+        "iothread-qmp-many",
+        *(add("iothread", f"t{i}", aio_max_batch=i) for i in range(20)),
+        QIO,
+        *(ex("object-del", id=f"t{i}") for i in range(0, 20, 3)),
+        QIO,
+    ),
+    qmp(
+        "iothread-object-del",
+        add("iothread", "io1", poll_max_ns=1),
+        ex("object-del", id="io1"),
+        QIO,
+        qlist("/objects"),
+        ex("object-del", id="io1"),
+        add("iothread", "io1", poll_max_ns=2),
+        QIO,
+        ex("object-del", id="io1"),
+        QIO,
+        note="deleting an iothread nothing is attached to works in both",
+    ),
+    qmp(
+        "iothread-object-del-cli",
+        ex("object-del", id="io1"),
+        QIO,
+        hmc("info iothreads"),
+        qlist("/objects"),
+        objs=("iothread,id=io1", "iothread,id=io2"),
+    ),
+    qmp("query-iothreads-none", QIO, hmc("info iothreads")),
+    qmp("query-iothreads-secret-only", QIO, objs=ONE),
+    qmp(
+        "query-iothreads-arguments",
+        ex("query-iothreads", x=1),
+        {"execute": "query-iothreads", "arguments": {}},
+        {"execute": "query-iothreads", "arguments": []},
+        with_id(QIO, "q"),
+    ),
+    Case(
+        "query-iothreads-pretty",
+        (*BASE, "-qmp-pretty", "stdio", "-object", "iothread,id=io1,poll-grow=2"),
+        (CAPS, QIO),
+    ),
+]
+
+MAIN_LOOP_QMP = [
+    qmp(
+        "main-loop-qmp",
+        add("main-loop", "ml"),
+        *io_state(ML, LOOP_PROPS),
+        add("main-loop", "ml2"),
+        add("main-loop", "ml"),
+        ex("object-del", id="ml"),
+        qlist("/objects"),
+        qlist(ML),
+    ),
+    qmp(
+        "main-loop-qmp-set",
+        qset(ML, "aio-max-batch", 9),
+        qset(ML, "thread-pool-max", 10),
+        qset(ML, "thread-pool-min", 10),
+        *io_state(ML, LOOP_PROPS),
+        qset(ML, "thread-pool-min", 11),
+        get(ML, "thread-pool-min"),
+        qset(ML, "thread-pool-max", 0),
+        get(ML, "thread-pool-max"),
+        qset(ML, "thread-pool-max", 20),
+        qset(ML, "aio-max-batch", -1),
+        qset(ML, "aio-max-batch", "1"),
+        qset(ML, "poll-max-ns", 1),
+        get(ML, "poll-max-ns"),
+        *io_state(ML, LOOP_PROPS),
+        objs=("main-loop,id=ml",),
+        note="main-loop checks every set at once: the main loop already exists",
+    ),
+    qmp(
+        "main-loop-qmp-add-bad-pair",
+        add("main-loop", "ml", thread_pool_min=5, thread_pool_max=2),
+        add("main-loop", "ml", thread_pool_max=0),
+        add("main-loop", "ml", thread_pool_min=65),
+        qlist("/objects"),
+        add("main-loop", "ml", thread_pool_min=6, thread_pool_max=6),
+        *io_state(ML, LOOP_PROPS),
+    ),
+    qmp(
+        "main-loop-qmp-second-bad-pair",
+        add("main-loop", "ml2", thread_pool_min=5, thread_pool_max=2),
+        add("main-loop", "ml2", poll_max_ns=1),
+        add("main-loop", "ml2", aio_max_batch=-1),
+        add("main-loop", "ml2", aio_max_batch=1),
+        qlist("/objects"),
+        objs=("main-loop,id=ml",),
+    ),
+    qmp(
+        "main-loop-qmp-del-cli",
+        ex("object-del", id="ml"),
+        ex("object-del", id="io1"),
+        qlist("/objects"),
+        QIO,
+        objs=("main-loop,id=ml", "iothread,id=io1"),
+    ),
+    qmp(
+        "main-loop-qmp-after-failed-first",
+        add("main-loop", "ml", aio_max_batch=-1),
+        add("main-loop", "ml2"),
+        add("main-loop", "ml3"),
+        qlist("/objects"),
+    ),
+]
+
+IOTHREAD_HMP = [
+    qmp(
+        "iothread-seed-example",
+        hmc("qom-set /objects/iothread1 poll-max-ns 100000"),
+        hmc("info iothreads"),
+        QIO,
+        objs=("iothread,id=iothread1",),
+        note="the example from the issue",
+    ),
+    hmp(
+        "hmp-iothread-seed-example",
+        "qom-set /objects/iothread1 poll-max-ns 100000",
+        "info iothreads",
+        "qom-get /objects/iothread1 poll-max-ns",
+        objs=("iothread,id=iothread1",),
+    ),
+    qmp(
+        "iothread-hmp-qom-set-strings",
+        *(
+            step
+            for text in (
+                "0x10",
+                "0X1F",
+                "010",
+                "1k",
+                "abc",
+                "-1",
+                "-0",
+                "+7",
+                "1.5",
+                "1e3",
+                "0x",
+                "08",
+                "12abc",
+                "1-3",
+                str(INT64_MAX),
+                str(INT64_MAX + 1),
+                str(2**64 - 1),
+                str(-(2**63)),
+                "true",
+            )
+            for step in (hmc(f"qom-set /objects/io1 poll-max-ns {text}"), get(IO, "poll-max-ns"))
+        ),
+        objs=("iothread,id=io1",),
+    ),
+    qmp(
+        "iothread-hmp-qom-set-each",
+        *(hmc(f"qom-set /objects/io1 {p} {v}") for p, v in IO_VALUES.items()),
+        hmc("info iothreads"),
+        *(hmc(f"qom-get /objects/io1 {p}") for p in IO_PROPS),
+        objs=("iothread,id=io1",),
+    ),
+    qmp(
+        "iothread-hmp-qom-set-pool-quirk",
+        hmc("qom-set /objects/io1 thread-pool-min 100"),
+        hmc("qom-get /objects/io1 thread-pool-min"),
+        hmc("qom-set /objects/io1 thread-pool-max 0x0"),
+        hmc("qom-get /objects/io1 thread-pool-max"),
+        hmc("qom-set /objects/io1 thread-pool-max -5"),
+        hmc("qom-get /objects/io1 thread-pool-max"),
+        objs=("iothread,id=io1",),
+    ),
+    qmp(
+        "iothread-hmp-qom-set-json",
+        hmc("qom-set -j /objects/io1 poll-max-ns 5"),
+        hmc('qom-set -j /objects/io1 poll-max-ns "5"'),
+        hmc("qom-set -j /objects/io1 poll-max-ns -5"),
+        hmc("qom-set -j /objects/io1 poll-max-ns 1.5"),
+        hmc("qom-set -j /objects/io1 poll-max-ns 0x10"),
+        hmc(f"qom-set -j /objects/io1 poll-max-ns {INT64_MAX + 1}"),
+        hmc("qom-set /objects/io1 poll-max-ns"),
+        hmc("qom-get /objects/io1 poll-max-ns"),
+        objs=("iothread,id=io1",),
+    ),
+    qmp(
+        "iothread-hmp-object-add-del",
+        hmc("object_add iothread,id=io2,poll-max-ns=5,aio-max-batch=0x10"),
+        hmc("info iothreads"),
+        hmc("object_add iothread,id=io3,poll-max-ns=1k"),
+        hmc("object_add iothread,id=io3,poll-grow=-1"),
+        hmc("object_add iothread,id=io3,thread-pool-min=3,thread-pool-max=2"),
+        hmc("object_add iothread,id=io3,poll-max-ns"),
+        hmc("object_add iothread,id=io3,bogus=1"),
+        hmc("object_add main-loop,id=ml,thread-pool-max=5"),
+        hmc("object_add main-loop,id=ml2"),
+        hmc("object_del ml"),
+        hmc("object_del io2"),
+        hmc("object_del io2"),
+        hmc("info iothreads"),
+        qlist("/objects"),
+    ),
+    qmp(
+        "iothread-hmp-info-extra",
+        hmc("info iothreads x"),
+        hmc("info iothread"),
+        hmc("info  iothreads"),
+        hmc("  info   iothreads  x "),
+        hmc("  qom-set /objects/io1 poll-grow"),
+        hmc("  info  iothreadz"),
+        hmc("info /iothreads"),
+        hmc("/iothreads"),
+        objs=("iothread,id=io1",),
+        note="the 'Try help' hint and 'unknown command' repeat the line as typed, "
+        "up to the end of the command name",
+    ),
+    qmp(
+        "iothread-hmp-object-add-keyval-ints",
+        *(
+            step
+            for i, text in enumerate(
+                (
+                    "0x10",
+                    "010",
+                    "+5",
+                    " 5",
+                    "5 ",
+                    "-0",
+                    "-1",
+                    "1k",
+                    "1.5",
+                    "",
+                    str(INT64_MAX),
+                    str(INT64_MAX + 1),
+                    str(2**64 - 1),
+                )
+            )
+            for step in (
+                hmc(f"object_add iothread,id=k{i},poll-max-ns={text}"),
+                get(f"/objects/k{i}", "poll-max-ns"),
+            )
+        ),
+        hmc('object_add {"qom-type":"iothread","id":"j1","poll-grow":7}'),
+        hmc('object_add {"qom-type":"iothread","id":"j2","poll-grow":"7"}'),
+        get("/objects/j1", "poll-grow"),
+        note="HMP object_add converts with the keyval visitor",
+    ),
+    hmp(
+        "hmp-iothread-commands",
+        "info iothreads",
+        "object_add iothread,id=io2,poll-grow=4",
+        "info iothreads",
+        "qom-set /objects/io1 poll-shrink 0x8",
+        "qom-set /objects/io1 poll-shrink 1k",
+        "qom-set /objects/io1 thread-pool-min 99",
+        "qom-get /objects/io1 thread-pool-min",
+        "qom-list /objects/io1",
+        "info qom-tree /objects",
+        "object_del io1",
+        "info iothreads",
+        objs=("iothread,id=io1",),
+    ),
+    hmp(
+        "hmp-iothread-parse-errors",
+        "info iothreads x",
+        "  info  iothreads  y",
+        "qom-set /objects/io1 poll-grow",
+        "qom-get /objects/io1",
+        objs=("iothread,id=io1",),
+    ),
+    hmp(
+        "hmp-main-loop-commands",
+        "qom-set /objects/ml thread-pool-min 100",
+        "qom-get /objects/ml thread-pool-min",
+        "qom-set /objects/ml poll-max-ns 1",
+        "qom-list /objects/ml",
+        "object_del ml",
+        "object_add main-loop,id=ml2",
+        "info iothreads",
+        objs=("main-loop,id=ml",),
+    ),
+]
+
+IOTHREAD = [
+    *IOTHREAD_CLI,
+    *IOTHREAD_JSON,
+    *MAIN_LOOP_CLI,
+    *IOTHREAD_HELP,
+    *IOTHREAD_QMP,
+    *MAIN_LOOP_QMP,
+    *IOTHREAD_HMP,
+]
+
 CASES: list[Case] = [
     *CLI_SYNTAX,
     *CLI_JSON,
@@ -1021,6 +1713,7 @@ CASES: list[Case] = [
     *HMC,
     *SECRET,
     *AES,
+    *IOTHREAD,
 ]
 
 _names = [c.name for c in CASES]

@@ -7,9 +7,9 @@ differences, after the masking described in ``README.md``:
 
 * stderr: the program names ``qemu-system-x86_64`` and ``qomhost`` become ``PROG``;
 * stdout: event ``timestamp`` values, the QMP greeting's ``version`` numbers and
-  ``package`` string, ``thread-id`` integers and the version in the HMP banner are
-  replaced textually, so the byte-level comparison still covers key order,
-  spacing and line endings;
+  ``package`` string, ``thread-id`` integers, HMP ``thread_id=N`` values and the
+  version in the HMP banner are replaced textually, so the byte-level comparison
+  still covers key order, spacing and line endings;
 * anything else only through a case's ``normalize`` hook.
 
 Nothing here knows what QEMU answers: every expectation is QEMU itself.
@@ -344,6 +344,9 @@ _GREETING_RE = re.compile(
     rb'(\s*\},\s*"package":\s*)("(?:[^"\\]|\\.)*")'
 )
 _THREAD_ID_RE = re.compile(rb'("thread-id":\s*)(-?\d+)(?![\d.eE])')
+#: ``thread_id=N`` in HMP ``info iothreads`` text (on a monitor or inside a
+#: ``human-monitor-command`` reply string).
+_HMP_THREAD_ID_RE = re.compile(rb"(\bthread_id=)(-?\d+)")
 _HMP_BANNER_RE = re.compile(rb"^QEMU \S+ monitor - type 'help' for more information", re.M)
 
 
@@ -352,6 +355,7 @@ def mask_stdout(data: bytes) -> bytes:
     data = _TIMESTAMP_RE.sub(rb'\1"<seconds>"\3"<microseconds>"', data)
     data = _GREETING_RE.sub(rb'\1"<micro>"\3"<minor>"\5"<major>"\7"<package>"', data)
     data = _THREAD_ID_RE.sub(rb'\1"<int>"', data)
+    data = _HMP_THREAD_ID_RE.sub(rb"\1<int>", data)
     return _HMP_BANNER_RE.sub(rb"QEMU <version> monitor - type 'help' for more information", data)
 
 

@@ -38,15 +38,23 @@ async def wait_readable(context: AioContext, fd: int) -> None:
     """Wait until ``context``'s loop sees ``fd`` readable (once)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
+    fired = False
+
+    def wake() -> None:
+        if not done.done():  # cancelled meanwhile
+            done.set_result(None)
 
     def ready() -> None:
+        nonlocal fired
+        fired = True
         context.set_fd_handler(fd, None)
-        if not done.done():
-            loop.call_soon_threadsafe(done.set_result, None)
+        loop.call_soon_threadsafe(wake)
 
     context.schedule(lambda: context.set_fd_handler(fd, ready))
     try:
         await done
     finally:
-        if not done.done():
+        # Cancelling the wait cancels ``done`` too, so only ``fired`` tells
+        # whether the handler is still registered.
+        if not fired:
             context.schedule(lambda: context.set_fd_handler(fd, None))

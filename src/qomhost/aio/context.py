@@ -147,6 +147,9 @@ class AioContext:
         self._seq = itertools.count()
         self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._notified = False
+        #: set by notify(); ends a busy-polling window at once, as the poll
+        #: callback of QEMU's ctx->notifier does (``ctx->notified``)
+        self._kicked = False
         self._epoll.register(self._notify_fd, select.EPOLLIN)
         #: adaptive polling state (QEMU's ctx->poll_ns and parameters)
         self.poll_ns = 0
@@ -234,7 +237,8 @@ class AioContext:
         self.notify()
 
     def notify(self) -> None:
-        """Wake the loop if it is blocked (``aio_notify``)."""
+        """Wake the loop if it is blocked or busy-polling (``aio_notify``)."""
+        self._kicked = True
         try:
             os.eventfd_write(self._notify_fd, 1)
         except OSError:  # closed while shutting down
@@ -326,6 +330,11 @@ class AioContext:
         start = clock()
         handlers = self._poll_handlers
         while True:
+            if self._kicked:
+                # A bottom half, a parameter change or a stop request: stop
+                # polling and let the non-blocking wait collect the eventfd.
+                self._kicked = False
+                return False, 0
             for handler in handlers:
                 assert handler.io_poll is not None
                 if handler.io_poll():
@@ -378,6 +387,7 @@ class AioContext:
         progress = False
         for fd, mask in events:
             if fd == self._notify_fd:
+                self._kicked = False
                 try:
                     os.eventfd_read(self._notify_fd)
                 except BlockingIOError:

@@ -2,7 +2,10 @@
 
 Like QEMU's ``util/thread-pool.c``: workers are started on demand up to
 ``maximum``, at least ``minimum`` are kept, and an idle worker above the
-minimum leaves after a while. Results come back as futures.
+minimum leaves after a while. Lowering ``maximum`` makes the surplus
+workers leave as soon as they are idle, so no more than ``maximum`` jobs
+run at once from then on (jobs already running finish). Results come back
+as futures.
 """
 
 from __future__ import annotations
@@ -53,7 +56,11 @@ class ThreadPool:
             self.minimum, self.maximum = minimum, maximum
             while self._workers < minimum:
                 self._spawn_locked()
-            # Surplus workers notice the new maximum when they next go idle.
+            surplus = self._workers - maximum
+        # Wake idle workers so that the surplus ones leave (QEMU signals its
+        # request_cond once per surplus thread); busy ones leave when done.
+        for _ in range(surplus):
+            self._jobs.put(None)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """Queue ``fn(*args)``; a worker runs it."""
@@ -69,12 +76,16 @@ class ThreadPool:
     def _spawn_locked(self) -> None:
         self._workers += 1
         thread = threading.Thread(target=self._worker, name=f"worker {self.name}", daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()]
         self._threads.append(thread)
         thread.start()
 
     def _worker(self) -> None:
         while True:
             with self._lock:
+                if self._workers > self.maximum:  # the maximum was lowered
+                    self._workers -= 1
+                    return
                 self._idle += 1
             try:
                 job = self._jobs.get(timeout=IDLE_TIMEOUT_S)
