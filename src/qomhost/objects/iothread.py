@@ -7,10 +7,9 @@ QEMU's adaptive polling (``poll-max-ns``, ``poll-grow``, ``poll-shrink``);
 ``main-loop`` tunes the host's main context and can exist only once.
 
 Setting a property at run time reaches the running loop at once, as in
-QEMU: any ``poll-*`` change restarts the polling window from zero. As in
-QEMU, the thread-pool setters store the value *before* checking the pair
-(a rejected value is what ``qom-get`` then shows; the loop keeps its
-previous, valid sizes).
+QEMU: any ``poll-*`` change restarts the polling window from zero. A
+thread-pool value the running loop refuses is not kept (QEMU 7.2 keeps
+it in the object; see ``docs/compatibility.md``).
 
 Work is placed on an iothread with :meth:`IOThread.attach`; while anything
 is attached, ``object-del`` refuses to delete it (QEMU 7.2 allows it and
@@ -46,7 +45,13 @@ INT64_MAX = 2**63 - 1
 
 
 def _int64_param(name: str, attr: str, apply: str) -> ObjectProperty:
-    """An int64 property that rejects negatives, stores, then applies."""
+    """An int64 property that rejects negatives, stores, then applies.
+
+    If the running loop refuses the new value (a bad thread-pool pair),
+    the previous value is put back. QEMU 7.2 keeps the rejected value in
+    the object, where ``qom-get`` shows it and where it makes every later
+    set of ``aio-max-batch`` fail too (``docs/compatibility.md``).
+    """
 
     def get(obj: Any) -> object:
         return getattr(obj, attr)
@@ -55,8 +60,13 @@ def _int64_param(name: str, attr: str, apply: str) -> ObjectProperty:
         assert isinstance(value, int)
         if value < 0:
             raise ObjectError(f"{name} value must be in range [0, {INT64_MAX}]")
+        old = getattr(obj, attr)
         setattr(obj, attr, value)
-        getattr(obj, apply)()
+        try:
+            getattr(obj, apply)()
+        except ObjectError:
+            setattr(obj, attr, old)
+            raise
 
     return ObjectProperty(name, "int", getter=get, setter=set_, kind=INT64)
 
