@@ -217,11 +217,6 @@ def test_client_with_absent_peer_and_reconnect_keeps_trying(
     [
         pytest.param(
             "qomhost",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="qomhost prints the message twice: once more, without the program "
-                "name, through logging's last-resort handler (log.error in ChardevSocket.open)",
-            ),
         ),
         "qemu",
     ],
@@ -295,11 +290,6 @@ def test_server_wait_on_blocks_start_up(procs: Processes, form: str) -> None:
             "qomhost",
             "",
             "0.0.0.0",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="qomhost shows the address as written ('tcp::PORT'); QEMU shows the "
-                "address the listener is bound to ('tcp:0.0.0.0:PORT')",
-            ),
         ),
         ("qemu", "", "0.0.0.0"),
     ],

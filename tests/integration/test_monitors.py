@@ -309,10 +309,7 @@ def test_sigterm_shuts_down_cleanly(procs: Processes, kind: str) -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    qomhost_xfail(
-        "qomhost names the sender by /proc/PID/comm ('python'); QEMU prints the first "
-        "word of /proc/PID/cmdline (its argv[0])"
-    ),
+    KINDS,
 )
 def test_sigterm_names_the_sender_by_argv0(procs: Processes, kind: str) -> None:
     """QEMU names the signal's sender by its argv[0] (qemu_get_pid_name reads
@@ -363,7 +360,7 @@ def test_daemonize_with_pidfile(procs: Processes, kind: str) -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    qomhost_xfail("qomhost leaves the pidfile behind when start-up fails; QEMU removes it"),
+    KINDS,
 )
 def test_daemonize_failed_start_removes_pidfile(procs: Processes, kind: str) -> None:
     """A start-up error after the pidfile was written: exit 1 with QEMU's message, and
@@ -389,10 +386,7 @@ def test_daemonize_refuses_qmp_on_stdio(procs: Processes) -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    qomhost_xfail(
-        "qomhost leaves the listening unix socket file behind at exit; QEMU unlinks it "
-        "(socket_listen_cleanup when the listener is finalized)"
-    ),
+    KINDS,
 )
 def test_unix_socket_removed_at_exit(procs: Processes, kind: str) -> None:
     """After ``quit`` the server's unix socket path no longer exists."""
@@ -437,11 +431,7 @@ def test_hmp_and_qmp_monitors_share_one_host(procs: Processes, kind: str) -> Non
 
 @pytest.mark.parametrize(
     "kind",
-    qomhost_xfail(
-        "with stderr a closed pipe, the 'terminating on signal' write raises "
-        "BrokenPipeError in qomhost's signal thread, which dies before scheduling the "
-        "shutdown; SIGTERM is then blocked for good and qomhost never exits"
-    ),
+    KINDS,
 )
 def test_sigterm_with_a_closed_stderr_still_exits(procs: Processes, kind: str) -> None:
     """Nobody reading stderr any more (a closed pipe) does not stop SIGTERM from
@@ -461,9 +451,7 @@ def pidfile_args(pidfile: Path) -> list[str]:
     return ["-pidfile", str(pidfile)]
 
 
-@pytest.mark.parametrize(
-    "kind", qomhost_xfail("qomhost creates the pidfile with the umask (0644), not 0600")
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_pidfile_is_private(procs: Processes, kind: str) -> None:
     """The pidfile is created with mode 0600 (``qemu_write_pidfile``), whatever the
     umask, and holds the pid and a newline."""
@@ -476,10 +464,7 @@ def test_pidfile_is_private(procs: Processes, kind: str) -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    qomhost_xfail(
-        "qomhost takes no lock on the pidfile: a second instance overwrites it, runs, "
-        "and removes it at exit while the first still runs"
-    ),
+    KINDS,
 )
 def test_pidfile_in_use_is_refused(procs: Processes, kind: str) -> None:
     """A second instance with the pidfile of a running one fails with QEMU's ``Cannot
@@ -499,10 +484,7 @@ def test_pidfile_in_use_is_refused(procs: Processes, kind: str) -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    qomhost_xfail(
-        "qomhost says 'cannot create PID file: No such file or directory', without "
-        "QEMU's \"Could not create '<path>': \""
-    ),
+    KINDS,
 )
 def test_pidfile_that_cannot_be_created(procs: Processes, kind: str) -> None:
     """A pidfile in a missing directory: QEMU's message and status 1."""
@@ -524,10 +506,7 @@ def umask_of(pid: int) -> int:
 
 @pytest.mark.parametrize(
     "kind",
-    qomhost_xfail(
-        "qomhost's daemon keeps the caller's working directory and umask; QEMU's "
-        "os_daemonize sets umask 027 and os_setup_post changes to /"
-    ),
+    KINDS,
 )
 def test_daemon_runs_in_root_with_umask_027(procs: Processes, kind: str) -> None:
     """The daemon's working directory is ``/`` and its umask 027, so the QMP socket it

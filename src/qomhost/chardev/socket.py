@@ -91,11 +91,7 @@ class ChardevSocket(Chardev):
             except QemuError as err:
                 if not self.reconnect:
                     raise
-                import logging  # only now: it is slow to import
-
-                logging.getLogger("qomhost.chardev").error(
-                    "Unable to connect character device %s: %s", self.label, err.desc
-                )
+                # Reported once, by whoever opened the chardev (as QEMU does).
                 self.connect_failed_message = (
                     f"Unable to connect character device {self.label}: {err.desc}"
                 )
@@ -138,8 +134,11 @@ class ChardevSocket(Chardev):
                 if family == socket.AF_UNIX
                 else f"Failed to bind socket: {os.strerror(exc.errno or 0)}"
             ) from None
-        if family != socket.AF_UNIX and self.address.port == "0":
-            self.address = SocketAddress(host=self.address.host, port=str(sock.getsockname()[1]))
+        if family != socket.AF_UNIX:
+            # QEMU shows the address the listener is bound to (an empty host
+            # becomes 0.0.0.0, port 0 the port the kernel chose).
+            bound_host, bound_port = sock.getsockname()[:2]
+            self.address = SocketAddress(host=bound_host, port=str(bound_port))
         sock.setblocking(False)
         self._listener = sock
 
@@ -290,3 +289,9 @@ class ChardevSocket(Chardev):
                 self.context.set_fd_handler(self._listener.fileno(), None)
             self._listener.close()
             self._listener = None
+            if self.address.path is not None:
+                # A listening unix socket leaves with its listener, as in QEMU.
+                try:
+                    os.unlink(self.address.path)
+                except OSError:
+                    pass

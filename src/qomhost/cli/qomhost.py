@@ -450,15 +450,50 @@ def _watch_signals(on_signal: Callable[[int, int], None]) -> None:
 
 
 def _pid_name(pid: int) -> str:
+    """The sender's name as QEMU prints it: its ``argv[0]``."""
     try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
-            return f.read().strip()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
     except OSError:
         return "unknown"
 
 
+def _write_pidfile(path: str) -> int:
+    """Create, lock and fill the pidfile as QEMU does; returns the fd, kept open.
+
+    The file is created mode 0600 and locked, so a second instance given
+    the same pidfile fails instead of taking it over.
+    """
+    import fcntl
+
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise QemuError(f"Could not create '{path}': {os.strerror(exc.errno or 0)}") from None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise QemuError(f"Cannot lock pid file: {os.strerror(exc.errno or 0)}") from None
+        # Make sure the file locked is still the one at ``path``.
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 def _daemonize() -> int:
-    """Fork; the parent waits for the child's verdict. Returns the pipe's write end."""
+    """Fork; the parent waits for the child's verdict. Returns the pipe's write end.
+
+    As QEMU's ``os_daemonize``: a new session, a second fork, umask 027,
+    and the terminal job-control signals ignored.
+    """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid > 0:
@@ -469,10 +504,15 @@ def _daemonize() -> int:
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
+    os.umask(0o027)
+    for signo in (_signal.SIGTSTP, _signal.SIGTTOU, _signal.SIGTTIN):
+        _signal.signal(signo, _signal.SIG_IGN)
     return write_fd
 
 
 def _daemon_ready(write_fd: int) -> None:
+    """Start-up succeeded: leave the working directory, tell the parent, drop stdio."""
+    os.chdir("/")
     os.write(write_fd, b"\0")
     os.close(write_fd)
     null = os.open(os.devnull, os.O_RDWR)
@@ -486,16 +526,19 @@ def run(argv: list[str], prog: str) -> int:
     from qomhost.host import Host
 
     rep = _Reporter(prog)
+    pidfile: str | None = None
     try:
         plan = _parse(argv, rep)
         ready_fd = _daemonize() if plan.daemonize else None
         if plan.pidfile is not None:
             try:
-                with open(plan.pidfile, "w", encoding="ascii") as f:
-                    f.write(f"{os.getpid()}\n")
-            except OSError as exc:
-                rep.error(f"cannot create PID file: {exc.strerror}")
+                _write_pidfile(plan.pidfile)
+            except QemuError as err:
+                rep.error(f"cannot create PID file: {err.desc}")
                 raise _Exit(1) from None
+            # Removed at exit, whatever the exit, as QEMU's exit notifier does;
+            # by its real path, since a daemon changes directory.
+            pidfile = os.path.realpath(plan.pidfile)
         host = Host(plan.name)
         _setup_machine(host, plan, rep)
         _create_objects(host, plan, rep, late=False)
@@ -512,23 +555,26 @@ def run(argv: list[str], prog: str) -> int:
 
         def on_signal(signo: int, pid: int) -> None:
             who = f" from pid {pid} ({_pid_name(pid)})" if pid else ""
-            _stderr(f"{prog}: terminating on signal {signo}{who}\n")
-            sys.stderr.flush()
+            try:
+                _stderr(f"{prog}: terminating on signal {signo}{who}\n")
+            except OSError:  # nobody reads standard error any more
+                pass
             host.context.schedule(lambda: host.request_shutdown("host-signal"))
 
         _watch_signals(on_signal)
         if ready_fd is not None:
             _daemon_ready(ready_fd)
         host.run()
-        if plan.pidfile is not None:
-            try:
-                os.unlink(plan.pidfile)
-            except OSError:
-                pass
         return 0
     except _Exit as done:
         sys.stdout.flush()
         return done.status
+    finally:
+        if pidfile is not None:
+            try:
+                os.unlink(pidfile)
+            except OSError:
+                pass
 
 
 def main() -> NoReturn:
