@@ -167,45 +167,39 @@ def _try_help(line: str, start: int, end: int, out: _Output) -> None:
     out.print(f'Try "help {line[start:end]}" for more information\n')
 
 
-def _run(host: Host, line: str, pos: int, table: tuple[HmpCommand, ...], out: _Output) -> None:
-    cmd_start = pos
-    word, start, pos = _command_word(line, pos)
+def _run(
+    host: Host,
+    line: str,
+    pos: int,
+    table: tuple[HmpCommand, ...],
+    out: _Output,
+    quote_from: int | None = None,
+) -> None:
+    """Find the command at ``pos`` in ``table`` and run it.
+
+    A command with a sub-table (``info``) hands the rest of the line to it;
+    messages then quote the line from where the outer command began
+    (``quote_from``), as QEMU's do.
+    """
+    if quote_from is None:
+        quote_from = pos
+    word, start, end = _command_word(line, pos)
     if start >= len(line):  # a blank line; "/x" is an unknown command ''
         return
     cmd = next((c for c in table if c.matches(word)), None)
     if cmd is None:
-        out.print(f"unknown command: '{line[cmd_start:pos]}'\n")
+        out.print(f"unknown command: '{line[quote_from:end]}'\n")
         return
-    rest = pos
+    rest = end
     while rest < len(line) and _is_space(line[rest]):
         rest += 1
     if cmd.sub_table is not None and rest < len(line):
-        _run_sub(host, line, cmd_start, rest, cmd.sub_table, out)
-        return
-    try:
-        args = _parse_args(cmd, line, pos, out)
-    except _ParseFailed:
-        _try_help(line, cmd_start, pos, out)
-        return
-    assert cmd.handler is not None
-    try:
-        cmd.handler(host, out, args)
-    except QemuError as err:
-        out.error(err)
-
-
-def _run_sub(
-    host: Host, line: str, prefix_start: int, pos: int, table: tuple[HmpCommand, ...], out: _Output
-) -> None:
-    word, _start, end = _command_word(line, pos)
-    cmd = next((c for c in table if c.matches(word)), None)
-    if cmd is None:
-        out.print(f"unknown command: '{line[prefix_start:end]}'\n")
+        _run(host, line, rest, cmd.sub_table, out, quote_from)
         return
     try:
         args = _parse_args(cmd, line, end, out)
     except _ParseFailed:
-        _try_help(line, prefix_start, end, out)
+        _try_help(line, quote_from, end, out)
         return
     assert cmd.handler is not None
     try:
