@@ -4,8 +4,9 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Debian packages the tests use: QEMU 7.2 as the reference and peer, openssl.
-DEBS   := qemu-system-x86 qemu-utils openssl bsdextrautils
+# Debian packages the tests use: QEMU 7.2 as the reference and peer, openssl,
+# pam_wrapper and the stock PAM modules (authz-pam without touching /etc/pam.d).
+DEBS   := qemu-system-x86 qemu-utils openssl bsdextrautils libpam-wrapper libpam-modules
 
 .PHONY: demo test lint typecheck unit differential interop integration bench system-deps clean
 
