@@ -2,21 +2,20 @@
 
 Each behaviour runs against qomhost and, as the reference, against
 ``qemu-system-x86_64`` with the same arguments (the ``kind`` parameter); a
-test that compares the two byte for byte runs both itself.  Where qomhost
-differs from QEMU today, the qomhost case is an ``xfail(strict=True)`` that
-says what differs.
+test that compares the two byte for byte runs both itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -37,16 +36,11 @@ from hostproc import (
 
 KINDS = ["qomhost", "qemu"]
 
+#: requests each client writes in one go (QEMU stops reading while 8 are queued)
+PIPELINED = 30
+
 SHUTDOWN_QUIT = {"event": "SHUTDOWN", "data": {"guest": False, "reason": "host-qmp-quit"}}
 SHUTDOWN_SIGNAL = {"event": "SHUTDOWN", "data": {"guest": False, "reason": "host-signal"}}
-
-
-def qomhost_xfail(reason: str) -> list[Any]:
-    """``KINDS`` with the qomhost case marked as a known difference from QEMU."""
-    return [
-        pytest.param("qomhost", marks=pytest.mark.xfail(strict=True, reason=reason)),
-        "qemu",
-    ]
 
 
 def qmp_unix(path: Path) -> list[str]:
@@ -91,11 +85,18 @@ def test_several_monitors_serve_clients_at_once(procs: Processes, kind: str) -> 
         assert clients[0].execute("qom-get", get) == {
             "error": {"class": "DeviceNotFound", "desc": "Device '/objects/s0' not found"}
         }
-        # Interleaved requests on different connections are answered on their own one.
-        for n, client in enumerate(clients):
-            client.send({"execute": "query-name", "id": n})
-        for n, client in enumerate(clients):
-            assert client.reply() == {"return": {}, "id": n}
+        # Bursts of requests written at once on every connection before any reply is
+        # read: each is answered once, in order, on its own connection.
+        for c, client in enumerate(clients):
+            client.send(
+                b"".join(
+                    json.dumps({"execute": "query-name", "id": [c, n]}).encode()
+                    for n in range(PIPELINED)
+                )
+            )
+        for c, client in enumerate(clients):
+            for n in range(PIPELINED):
+                assert client.reply() == {"return": {}, "id": [c, n]}
 
         assert clients[2].execute("quit") == {"return": {}}
         assert proc.wait() == 0
@@ -307,10 +308,7 @@ def test_sigterm_shuts_down_cleanly(procs: Processes, kind: str) -> None:
     assert int(match["pid"]) == sender
 
 
-@pytest.mark.parametrize(
-    "kind",
-    KINDS,
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_sigterm_names_the_sender_by_argv0(procs: Processes, kind: str) -> None:
     """QEMU names the signal's sender by its argv[0] (qemu_get_pid_name reads
     /proc/PID/cmdline), not by its comm."""
@@ -326,6 +324,10 @@ def test_sigterm_names_the_sender_by_argv0(procs: Processes, kind: str) -> None:
 
 
 # --------------------------------------------------------------------------- daemonize
+
+
+def pidfile_args(pidfile: Path) -> list[str]:
+    return ["-pidfile", str(pidfile)]
 
 
 def read_pid(pidfile: Path) -> int:
@@ -358,10 +360,32 @@ def test_daemonize_with_pidfile(procs: Processes, kind: str) -> None:
     assert not pidfile.exists()
 
 
-@pytest.mark.parametrize(
-    "kind",
-    KINDS,
-)
+@pytest.mark.parametrize("kind", KINDS)
+def test_daemonize_parent_waits_for_a_wait_on_server(procs: Processes, kind: str) -> None:
+    """With a ``server=on`` (``wait=on``) monitor, start-up is not over until a client
+    connects: the parent prints the ``waiting for connection`` line and exits 0 only
+    after the first client has connected, which then gets the greeting."""
+    path, pidfile = procs.workdir / "d.qmp", procs.workdir / "d.pid"
+    option = f"unix:{path},server=on"
+    prog, parent = start(procs, kind, "-qmp", option, "-daemonize", *pidfile_args(pidfile))
+    assert parent.wait_stderr("waiting for connection") == (
+        f"{prog.name}: -qmp {option}: info: QEMU waiting for connection on: "
+        f"disconnected:unix:{path},server=on\n"
+    )
+    time.sleep(0.3)  # time in which a parent that does not wait would have exited
+    assert parent.running()
+    with QmpConn.unix(path) as conn:
+        assert parent.wait() == 0
+        pid = read_pid(pidfile)
+        procs.adopt(pid, str(pidfile))
+        conn.greet()
+        assert conn.execute("quit") == {"return": {}}
+        assert conn.wait_closed() == b""
+    wait_until(lambda: not pid_alive(pid), f"daemon {pid} to exit")
+    assert not pidfile.exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_daemonize_failed_start_removes_pidfile(procs: Processes, kind: str) -> None:
     """A start-up error after the pidfile was written: exit 1 with QEMU's message, and
     the pidfile is removed again, as QEMU's exit notifier does."""
@@ -384,10 +408,7 @@ def test_daemonize_refuses_qmp_on_stdio(procs: Processes) -> None:
     assert outcomes[0] == outcomes[1]
 
 
-@pytest.mark.parametrize(
-    "kind",
-    KINDS,
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_unix_socket_removed_at_exit(procs: Processes, kind: str) -> None:
     """After ``quit`` the server's unix socket path no longer exists."""
     path = procs.workdir / "m.qmp"
@@ -429,10 +450,7 @@ def test_hmp_and_qmp_monitors_share_one_host(procs: Processes, kind: str) -> Non
     assert proc.wait() == 0
 
 
-@pytest.mark.parametrize(
-    "kind",
-    KINDS,
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_sigterm_with_a_closed_stderr_still_exits(procs: Processes, kind: str) -> None:
     """Nobody reading stderr any more (a closed pipe) does not stop SIGTERM from
     shutting the program down with status 0."""
@@ -447,10 +465,6 @@ def test_sigterm_with_a_closed_stderr_still_exits(procs: Processes, kind: str) -
     assert proc.wait(timeout=2) == 0
 
 
-def pidfile_args(pidfile: Path) -> list[str]:
-    return ["-pidfile", str(pidfile)]
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_pidfile_is_private(procs: Processes, kind: str) -> None:
     """The pidfile is created with mode 0600 (``qemu_write_pidfile``), whatever the
@@ -462,10 +476,7 @@ def test_pidfile_is_private(procs: Processes, kind: str) -> None:
     assert pidfile.stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize(
-    "kind",
-    KINDS,
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_pidfile_in_use_is_refused(procs: Processes, kind: str) -> None:
     """A second instance with the pidfile of a running one fails with QEMU's ``Cannot
     lock pid file`` message and status 1, leaving the first one's pidfile alone."""
@@ -482,10 +493,7 @@ def test_pidfile_in_use_is_refused(procs: Processes, kind: str) -> None:
     assert read_pid(pidfile) == first.pid
 
 
-@pytest.mark.parametrize(
-    "kind",
-    KINDS,
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_pidfile_that_cannot_be_created(procs: Processes, kind: str) -> None:
     """A pidfile in a missing directory: QEMU's message and status 1."""
     pidfile = procs.workdir / "missing" / "p.pid"
@@ -504,10 +512,7 @@ def umask_of(pid: int) -> int:
     raise AssertionError("no Umask in /proc/PID/status")
 
 
-@pytest.mark.parametrize(
-    "kind",
-    KINDS,
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_daemon_runs_in_root_with_umask_027(procs: Processes, kind: str) -> None:
     """The daemon's working directory is ``/`` and its umask 027, so the QMP socket it
     creates is ``srwxr-x---``."""
