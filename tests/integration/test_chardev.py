@@ -297,11 +297,6 @@ def test_tcp_wait_line_shows_the_bound_address(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="qomhost's addr of a listening TCP chardev lacks QEMU's \"ipv4\": true (QEMU "
-    "replaces addr with the listener's local address, which carries the family)",
-)
 @pytest.mark.parametrize("host", ["127.0.0.1", ""])
 def test_tcp_server_addr_property_matches_qemu(procs: Processes, host: str) -> None:
     """``qom-get /chardevs/ID addr`` of a listening TCP chardev is the bound address as

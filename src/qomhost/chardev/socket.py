@@ -30,22 +30,32 @@ _ANC_SPACE = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
 
 
 class SocketAddress(Record):
-    """A unix path, or a TCP host and port."""
+    """A unix path, or a TCP host and port (with its family once bound)."""
 
-    __slots__ = ("host", "path", "port")
-    _fields = ("path", "host", "port")
+    __slots__ = ("family", "host", "path", "port")
+    _fields = ("path", "host", "port", "family")
 
     def __init__(
-        self, path: str | None = None, host: str | None = None, port: str | None = None
+        self,
+        path: str | None = None,
+        host: str | None = None,
+        port: str | None = None,
+        family: str | None = None,
     ) -> None:
         self.path = path
         self.host = host
         self.port = port
+        #: "ipv4" or "ipv6" for an address read back from a bound socket
+        self.family = family
 
     def to_qapi(self) -> dict[str, object]:
         if self.path is not None:
             return {"path": self.path, "type": "unix"}
-        return {"host": self.host, "port": self.port, "type": "inet"}
+        address: dict[str, object] = {"host": self.host, "port": self.port}
+        if self.family is not None:
+            address[self.family] = True
+        address["type"] = "inet"
+        return address
 
     def describe(self) -> str:
         """``unix:PATH`` or ``tcp:HOST:PORT``, as QEMU names the address."""
@@ -138,7 +148,8 @@ class ChardevSocket(Chardev):
             # QEMU shows the address the listener is bound to (an empty host
             # becomes 0.0.0.0, port 0 the port the kernel chose).
             bound_host, bound_port = sock.getsockname()[:2]
-            self.address = SocketAddress(host=bound_host, port=str(bound_port))
+            name = "ipv6" if family == socket.AF_INET6 else "ipv4"
+            self.address = SocketAddress(host=bound_host, port=str(bound_port), family=name)
         sock.setblocking(False)
         self._listener = sock
 
