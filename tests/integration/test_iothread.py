@@ -4,7 +4,7 @@ The differential suite compares what QEMU and qomhost *print* about iothreads,
 with thread ids masked. Here the ids are checked against the kernel
 (``/proc/<pid>/task``), creation and deletion are checked not to leak threads
 or descriptors, and the loop of an iothread is driven through
-:class:`~qomhost.host.Host`: work placed with ``submit`` and ``run_in_pool``,
+:class:`~qomhost.host.Host`: work placed with ``submit`` and ``run_in_executor``,
 polling parameters changed at run time with ``qom-set``, poll callbacks run
 inside the busy-polling window, and the asyncio bridge.
 """
@@ -405,7 +405,7 @@ class Gauge:
         self.peak = 0
         futures: list[Future[int]] = []
         for i in range(jobs):
-            futures.append(ctx.run_in_pool(self.job))
+            futures.append(ctx.run_in_executor(self.job))
             if i < limit:
                 self.wait_running(i + 1)
         time.sleep(0.2)  # give any extra worker the chance to show up
@@ -578,7 +578,7 @@ def test_poll_max_ns_zero_never_polls(host: Host) -> None:
 
 
 def test_asyncio_bridge_from_the_main_thread(host: Host, caplog: pytest.LogCaptureFixture) -> None:
-    from qomhost.aio.asyncio_bridge import run_in_pool, run_on, wait_readable
+    from qomhost.aio.asyncio_bridge import run_in_executor, run_on, wait_readable
 
     caplog.set_level(logging.ERROR, logger="qomhost.aio")
     io, ctx = iothread(host, thread_pool_max=2)
@@ -588,7 +588,7 @@ def test_asyncio_bridge_from_the_main_thread(host: Host, caplog: pytest.LogCaptu
         main = threading.get_native_id()
 
         assert await run_on(ctx, threading.get_native_id) == io.thread_id
-        total, worker = await run_in_pool(
+        total, worker = await run_in_executor(
             ctx, lambda a, b: (a + b, threading.get_native_id()), 2, 3
         )
         assert total == 5
@@ -598,7 +598,7 @@ def test_asyncio_bridge_from_the_main_thread(host: Host, caplog: pytest.LogCaptu
 
         # Both awaited at once: the asyncio loop is not blocked meanwhile.
         gate = threading.Event()
-        blocked = asyncio.ensure_future(run_in_pool(ctx, gate.wait, TIMEOUT))
+        blocked = asyncio.ensure_future(run_in_executor(ctx, gate.wait, TIMEOUT))
         ticks = 0
         while ticks < 3:
             await asyncio.sleep(0.01)

@@ -4,11 +4,11 @@ This module imports :mod:`asyncio`, which the host itself never does
 (importing it costs more than QEMU's whole start-up); library code that
 lives in asyncio imports it when it needs it::
 
-    from qomhost.aio.asyncio_bridge import run_on, run_in_pool
+    from qomhost.aio.asyncio_bridge import run_on, run_in_executor
 
     io = host.add_object("iothread", "io1")
     value = await run_on(io.context, lambda: compute_in_iothread())
-    data = await run_in_pool(io.context, blocking_read, path)
+    data = await run_in_executor(io.context, blocking_read, path)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from qomhost.aio.context import AioContext
 
-__all__ = ["run_in_pool", "run_on", "wait_readable"]
+__all__ = ["run_in_executor", "run_on", "wait_readable"]
 
 T = TypeVar("T")
 
@@ -29,9 +29,9 @@ async def run_on(context: AioContext, fn: Callable[[], T]) -> T:
     return await asyncio.wrap_future(context.submit(fn))
 
 
-async def run_in_pool(context: AioContext, fn: Callable[..., T], *args: Any) -> T:
+async def run_in_executor(context: AioContext, fn: Callable[..., T], *args: Any) -> T:
     """Run blocking ``fn(*args)`` on ``context``'s worker pool and await it."""
-    return await asyncio.wrap_future(context.run_in_pool(fn, *args))
+    return await asyncio.wrap_future(context.run_in_executor(fn, *args))
 
 
 async def wait_readable(context: AioContext, fd: int) -> None:

@@ -16,7 +16,7 @@ One context runs in one thread. It offers what QEMU's offers:
   shrinks with QEMU's algorithm (:meth:`AioContext.adjust_polling`). As in
   QEMU with the epoll fd monitor, polling happens only while every handler
   has a poll callback;
-* a **thread pool** for blocking work (:meth:`AioContext.run_in_pool`),
+* a **thread pool** for blocking work (:meth:`AioContext.run_in_executor`),
   sized by ``thread-pool-min``/``thread-pool-max``.
 
 The main loop is one ``AioContext``; each iothread runs another. A
@@ -296,7 +296,7 @@ class AioContext:
         if self._pool is not None:
             self._pool.resize(minimum, maximum)
 
-    def run_in_pool(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+    def run_in_executor(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         """Run blocking ``fn(*args)`` on this context's worker pool."""
         if self._pool is None:
             from qomhost.aio.threadpool import ThreadPool
