@@ -150,7 +150,9 @@ class FileMonitor:
         self.fd: int = fd
         self.context = context
         self._watches: dict[int, list[_Watch]] = {}
-        self._next_id = 0
+        #: events read from the kernel and not yet handed to the watches
+        self._backlog: list[tuple[int, FileEvent]] = []
+        self._dispatch_pending = False
         context.set_fd_handler(fd, self._on_readable)
 
     def add_watch(
@@ -182,27 +184,36 @@ class FileMonitor:
             lib: Any = _c_library()
             lib.inotify_rm_watch(self.fd, wd)
 
+    def _read(self) -> None:
+        """Move every event the kernel has queued into the backlog."""
+        while self.fd >= 0:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            pos = 0
+            while pos + _HEADER.size <= len(data):
+                wd, mask, _cookie, length = _HEADER.unpack_from(data, pos)
+                raw = data[pos + _HEADER.size : pos + _HEADER.size + length]
+                pos += _HEADER.size + length
+                name = os.fsdecode(raw.rstrip(b"\0"))
+                self._backlog.append((wd, FileEvent(mask, name)))
+
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return
+        self._read()
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        self._dispatch_pending = False
+        backlog, self._backlog = self._backlog, []
         batches: dict[int, list[FileEvent]] = {}
-        overflow = False
-        pos = 0
-        while pos + _HEADER.size <= len(data):
-            wd, mask, _cookie, length = _HEADER.unpack_from(data, pos)
-            raw = data[pos + _HEADER.size : pos + _HEADER.size + length]
-            pos += _HEADER.size + length
-            if mask & IN_Q_OVERFLOW:
-                overflow = True
-                continue
-            name = os.fsdecode(raw.rstrip(b"\0"))
-            batches.setdefault(wd, []).append(FileEvent(mask, name))
-        if overflow:
-            # Events were lost: tell every watch, as an event without a name.
-            for wd in self._watches:
-                batches.setdefault(wd, []).append(FileEvent(IN_Q_OVERFLOW, ""))
+        for wd, event in backlog:
+            if event.mask & IN_Q_OVERFLOW:
+                # Events were lost: tell every watch, as an event without a name.
+                for known in self._watches:
+                    batches.setdefault(known, []).append(event)
+            else:
+                batches.setdefault(wd, []).append(event)
         for wd, events in batches.items():
             for watch in list(self._watches.get(wd, ())):
                 mine = [e for e in events if not e.name or watch.filename in (None, e.name)]
@@ -212,6 +223,24 @@ class FileMonitor:
                 # The kernel dropped the watch (the directory went away).
                 self._watches.pop(wd, None)
 
+    def pending(self, filename: str | None = None) -> list[FileEvent]:
+        """Events that happened since the current batch was read, not yet handed out.
+
+        A callback can use this to learn whether the file changed again
+        while it was acting on the batch (say, reading the file). The
+        events are still delivered, on the loop's next iteration. With
+        ``filename``, only events about it and about the directory itself.
+        """
+        self._read()
+        if self._backlog and not self._dispatch_pending:
+            self._dispatch_pending = True
+            self.context.schedule(self._dispatch)
+        return [
+            event
+            for _wd, event in self._backlog
+            if filename is None or not event.name or event.name == filename
+        ]
+
     def close(self) -> None:
         """Remove every watch and release the inotify descriptor."""
         if self.fd < 0:
@@ -220,3 +249,4 @@ class FileMonitor:
         os.close(self.fd)
         self.fd = -1
         self._watches.clear()
+        self._backlog.clear()

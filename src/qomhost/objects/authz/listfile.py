@@ -36,7 +36,11 @@ everyone until the next event:
   stay in force, as in QEMU;
 * a file that is invalid once written (after its close or rename) denies
   everyone and the reason is logged -- fail closed, as in QEMU -- until a
-  valid file arrives;
+  valid file arrives. Before that, it is read once more
+  (:data:`CONFIRM_DELAY` later), because a writer may already have
+  reopened and truncated it: the kernel reports a truncation only just
+  after it happened. If the file changed meanwhile, its writer's close
+  decides instead;
 * events that arrive together are handled with one reload.
 
 A reload builds and compiles the new ``authz-list`` completely before it
@@ -54,6 +58,7 @@ from qomhost.aio.filemonitor import (
     IN_DELETE,
     IN_DELETE_SELF,
     IN_IGNORED,
+    IN_MODIFY,
     IN_MOVE_SELF,
     IN_MOVED_FROM,
     IN_MOVED_TO,
@@ -69,10 +74,20 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, ClassVar
 
-    from qomhost.aio.context import AioContext
+    from qomhost.aio.context import AioContext, Timer
     from qomhost.aio.filemonitor import FileEvent, FileMonitor
 
-__all__ = ["QAuthZListFile", "g_path_get_basename", "g_path_get_dirname", "load_list_file"]
+__all__ = [
+    "CONFIRM_DELAY",
+    "QAuthZListFile",
+    "g_path_get_basename",
+    "g_path_get_dirname",
+    "load_list_file",
+]
+
+#: seconds between finding a just-written file invalid and denying everyone,
+#: in which a writer that already reopened the file shows itself
+CONFIRM_DELAY = 0.05
 
 
 def g_path_get_dirname(path: str) -> str:
@@ -139,6 +154,9 @@ class QAuthZListFile(QAuthZ):
         #: the loop the file monitor runs on (the host's main loop)
         self.context: AioContext | None = None
         self._monitor: FileMonitor | None = None
+        self._watched_name: str | None = None
+        #: the second look at a file that was invalid when its writer closed it
+        self._confirm: Timer | None = None
         #: how many times the file was (re)loaded, successfully or not
         self.generation = 0
 
@@ -185,6 +203,7 @@ class QAuthZListFile(QAuthZ):
             basename = g_path_get_basename(self.filename)
             if basename == ".":
                 raise ObjectError("Path has no trailing filename component")
+            self._watched_name = basename
             try:
                 monitor.add_watch(directory, basename, self._on_events)
             except FileMonitorError as exc:
@@ -195,6 +214,9 @@ class QAuthZListFile(QAuthZ):
         self._monitor = monitor
 
     def finalize(self) -> None:
+        if self._confirm is not None:
+            self._confirm.cancel()
+            self._confirm = None
         if self._monitor is not None:
             self._monitor.close()
             self._monitor = None
@@ -202,15 +224,23 @@ class QAuthZListFile(QAuthZ):
     # --- refreshing -------------------------------------------------------------
     def _on_events(self, events: list[FileEvent]) -> None:
         masks = 0
+        # Whether the last writer is done: a write after the last close or
+        # rename means another writer is at work, and its close will come.
+        settled = True
         for event in events:
             masks |= event.mask
+            if event.mask & (IN_CLOSE_WRITE | IN_MOVED_TO):
+                settled = True
+            elif event.mask & (IN_MODIFY | IN_CREATE):
+                settled = False
         if masks & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_Q_OVERFLOW):
-            # The writer is done (or events were lost): this content counts.
-            self.reload(fail_closed=True)
+            # A writer is done (or events were lost): this content counts,
+            # unless the file is being written again already.
+            self._load(fail_closed=settled, confirm_later=True)
         elif masks & IN_CREATE:
             # A new file: complete if it came by link, empty if it is about
             # to be written; in that case its close will decide.
-            self.reload(fail_closed=False)
+            self._load(fail_closed=False, confirm_later=False)
         if masks & (IN_DELETE | IN_MOVED_FROM) and not masks & (IN_MOVED_TO | IN_CREATE):
             logger().info(
                 "%s: %s went away; its last rules stay in force", self._who(), self.filename
@@ -229,12 +259,27 @@ class QAuthZListFile(QAuthZ):
         is denied from now on, and the reason is logged (QEMU's behaviour);
         otherwise the rules in force stay.
         """
+        return self._load(fail_closed, confirm_later=False)
+
+    def _load(self, fail_closed: bool, confirm_later: bool) -> bool:
+        """:meth:`reload`; with ``confirm_later``, an invalid file is read once more
+        after :data:`CONFIRM_DELAY` before it denies everyone."""
         assert self.filename is not None
+        if self._confirm is not None:
+            self._confirm.cancel()
+            self._confirm = None
         try:
             fresh = load_list_file(self.filename)
         except QemuError as err:
-            if not fail_closed:
+            if not fail_closed or self._written_again():
+                # Still (or again) being written: its writer's close decides.
                 logger().debug("%s: not loaded yet: %s", self._who(), err.desc)
+                return False
+            if confirm_later and self.context is not None:
+                # The kernel reports a truncation just after it happened: a
+                # writer that reopened the file a moment ago may not show yet.
+                self._confirm = self.context.call_later(CONFIRM_DELAY, self._confirm_invalid)
+                logger().debug("%s: %s; reading it again shortly", self._who(), err.desc)
                 return False
             self.list = None
             self.generation += 1
@@ -246,6 +291,22 @@ class QAuthZListFile(QAuthZ):
         self.generation += 1
         logger().info("%s: loaded %d rules from %s", self._who(), len(fresh.rules), self.filename)
         return True
+
+    def _confirm_invalid(self) -> None:
+        self._confirm = None
+        if not self._written_again():
+            self._load(fail_closed=True, confirm_later=False)
+
+    def _written_again(self) -> bool:
+        """Whether the file changed after the events being handled (a new writer).
+
+        A writer that truncated or wrote the file before it was read has its
+        events queued by then, so what was read may be its unfinished work.
+        """
+        if self._monitor is None:
+            return False
+        changes = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_Q_OVERFLOW
+        return any(e.mask & changes for e in self._monitor.pending(self._watched_name))
 
     def _who(self) -> str:
         return f"{self.type_name} '{self.name}'" if self.name else self.type_name
