@@ -18,7 +18,7 @@ from qomhost.qapi.opts import (
     parse_keyval,
     qemu_opts_object_help,
 )
-from qomhost.qapi.schema import STR, EnumKind, Kind, ScalarKind, visit_struct_strings
+from qomhost.qapi.schema import EnumKind, Kind, ScalarKind, visit_struct_strings
 from qomhost.qom.user_creatable import (
     check_qom_type,
     members_for,
@@ -100,7 +100,7 @@ def parse_object_cli(text: str, group: OptsList, warnings: list[str]) -> ObjectS
 
     props = visit_struct_strings(
         members_for(type_name),
-        {k: v for k, v in values.items()},
+        values,
         convert,
         order,
         lambda key: OptsError(f"Invalid parameter '{key}'"),
@@ -133,22 +133,14 @@ def parse_object_keyval(text: str) -> tuple[str, str, dict[str, object]] | str:
     ident = args["id"]
     if not isinstance(ident, str):
         raise QemuError("Invalid parameter type for 'id', expected: string")
-    strings: dict[str, str] = {}
-    for key, value in args.items():
+    def convert(kind: Kind, name: str, value: object) -> object:
         if isinstance(value, str):
-            strings[key] = value
-        elif not any(m.name == key for m in members_for(type_name)):
-            strings[key] = ""  # reported as unexpected below
-
-    def convert(kind: Kind, name: str, value: str) -> object:
-        raw = args[name]
-        if not isinstance(raw, str):
-            return keyval_tree_to(kind, name, raw)
-        return kind.from_keyval(name, value)
+            return kind.from_keyval(name, value)
+        return keyval_tree_to(kind, name, value)
 
     props = visit_struct_strings(
         members_for(type_name),
-        strings | {k: "" for k in args if k not in strings},
+        args,
         convert,
         qdict_order(args),
         lambda key: QemuError(f"Parameter '{key}' is unexpected"),
@@ -171,5 +163,3 @@ def keyval_tree_to(kind: Kind, name: str, value: object) -> object:
         raise QemuError(f"Parameters '{name}.*' are unexpected")
     return kind.from_json(name, value)
 
-
-_ = STR

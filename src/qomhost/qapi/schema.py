@@ -22,7 +22,10 @@ from qomhost.errors import QemuError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import re
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import TypeVar
+
+    V = TypeVar("V")
 
 __all__ = [
     "ANY",
@@ -326,15 +329,16 @@ def visit_struct_json(
 
 def visit_struct_strings(
     members: Sequence[Member],
-    args: dict[str, str],
-    convert: Callable[[Kind, str, str], object],
+    args: Mapping[str, V],
+    convert: Callable[[Kind, str, V], object],
     insert_order: Sequence[str],
     unexpected: Callable[[str], QemuError],
     visited: Sequence[str] = (),
 ) -> dict[str, object]:
     """Like :func:`visit_struct_json` for string values (opts and keyval).
 
-    ``convert(kind, name, text)`` picks the front end's conversion,
+    ``convert(kind, name, value)`` picks the front end's conversion (keyval
+    values may also be nested dicts and lists built from dotted keys),
     ``insert_order`` is the order the front end's visitor put the keys in
     its hash table, and ``unexpected(key)`` builds its error for an
     unknown key.
