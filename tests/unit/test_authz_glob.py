@@ -21,6 +21,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qomhost.objects.authz.glob import (
+    anchored_literal,
     compile_glob,
     g_pattern_match_simple,
     has_wildcards,
@@ -126,6 +127,35 @@ def test_string_matches_itself_when_it_has_no_wildcards(pattern: str, string: st
     prefix = literal_prefix(pattern)
     if compile_glob(pattern)(string):
         assert string.startswith(prefix)
+
+
+@settings(max_examples=1000, deadline=None)
+@example("?a*b?cd", "xa-bzcd")
+@example("ab?c", "abXc")
+@given(patterns, strings)
+def test_every_match_has_the_anchored_literal(pattern: str, string: str) -> None:
+    anchor = anchored_literal(pattern)
+    if anchor is None:
+        assert not pattern.replace("*", "").replace("?", "") or "*" in pattern
+        return
+    from_end, distance, literal = anchor
+    assert literal and "*" not in literal and "?" not in literal
+    if compile_glob(pattern)(string):
+        at = len(string) - distance - len(literal) if from_end else distance
+        assert at >= 0 and string[at : at + len(literal)] == literal
+
+
+def test_anchored_literal_is_the_longest_run_at_either_end() -> None:
+    assert anchored_literal("grp7*") == (False, 0, "grp7")
+    assert anchored_literal("?admin3*") == (False, 1, "admin3")
+    assert anchored_literal("caf?-123") == (False, 4, "-123")
+    assert anchored_literal("*@corp.example") == (True, 0, "@corp.example")
+    assert anchored_literal("ab*x?yzw") == (True, 0, "yzw")
+    assert anchored_literal("a*xyz?") == (True, 1, "xyz")
+    assert anchored_literal("svc-*-9.example") == (True, 0, "-9.example")
+    assert anchored_literal("CN=*.zone3.example.com,*") == (False, 0, "CN=")
+    for pattern in ("*", "?", "?*?", "*abc*", "**"):
+        assert anchored_literal(pattern) is None
 
 
 def test_matching_is_linear_for_many_stars() -> None:

@@ -39,7 +39,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["compile_glob", "g_pattern_match_simple", "has_wildcards", "literal_prefix"]
+__all__ = [
+    "anchored_literal",
+    "compile_glob",
+    "g_pattern_match_simple",
+    "has_wildcards",
+    "literal_prefix",
+]
 
 # GLib's match types (gpattern.c), chosen by g_pattern_spec_new.
 _MATCH_ALL = 0  # "*A?A*"
@@ -214,6 +220,50 @@ def literal_prefix(pattern: str) -> str:
         if 0 <= at < cut:
             cut = at
     return pattern[:cut]
+
+
+def anchored_literal(pattern: str) -> tuple[bool, int, str] | None:
+    """The longest literal run every match has at a fixed distance from one end.
+
+    Returns ``(from_end, distance, literal)``: every string the pattern
+    matches has ``literal`` starting ``distance`` code points after its
+    start (``from_end`` false), or ending ``distance`` code points before
+    its end (``from_end`` true). Only the text before the first ``*`` and
+    after the last one is anchored like that (``?`` matches exactly one
+    code point, so runs after a ``?`` are too). ``None`` when neither end
+    has a literal, as for ``*``, ``?*`` or ``*abc*``.
+
+    >>> anchored_literal("?admin3*")
+    (False, 1, 'admin3')
+    >>> anchored_literal("svc-*-9.example")
+    (True, 0, '-9.example')
+    """
+    star = pattern.find("*")
+    head = pattern if star < 0 else pattern[:star]
+    best: tuple[bool, int, str] | None = None
+    size = 0
+    if "?" not in head:
+        if head:
+            best, size = (False, 0, head), len(head)
+    else:
+        at = 0
+        for run in head.split("?"):
+            if len(run) > size:
+                best, size = (False, at, run), len(run)
+            at += len(run) + 1
+    if star < 0:
+        return best
+    tail = pattern[pattern.rfind("*") + 1 :]
+    if len(tail) <= size:
+        return best
+    if "?" not in tail:
+        return True, 0, tail
+    at = 0
+    for run in reversed(tail.split("?")):
+        if len(run) > size:
+            best, size = (True, at, run), len(run)
+        at += len(run) + 1
+    return best
 
 
 class _Segment:

@@ -23,20 +23,25 @@ when it is set, into a :class:`CompiledRules`:
 
 * exact rules (and globs without a wildcard) go into a dict from the
   string to the index of its *first* rule;
-* globs are indexed by their literal prefix (the text before the first
-  wildcard), in one dict per prefix length, each bucket in rule order;
-  globs starting with a wildcard form one more bucket that every identity
-  scans;
-* a decision looks the identity up in the exact dict, then scans only the
-  buckets whose prefix the identity starts with, each only up to the best
-  index found so far, and takes the smallest matching index.
+* each glob is indexed by the longest literal run that every match has at
+  a fixed place: in the text before its first ``*`` (``grp7*``,
+  ``?admin3*``, ``caf?-12``) or after its last one (``*@corp.example``,
+  ``svc-*-9.example``), counted from the start or from the end
+  (:func:`~qomhost.objects.authz.glob.anchored_literal`). There is one
+  dict per place (end, distance and length), from the literal to its
+  globs in rule order. Globs with no such literal (``*``, ``*abc*``) form
+  one more bucket that every identity scans;
+* a decision looks the identity up in the exact dict, then, for each
+  place, cuts the identity's text there and scans only the globs indexed
+  under that text, each bucket only up to the best index found so far,
+  and takes the smallest matching index.
 
 That is the same answer as the first-match loop (``decide_plain`` keeps
 that loop, with the reference glob, for comparison), at a cost that
 depends on how many rules could match rather than on how many there are.
-A compiled set is immutable and replaced by a single assignment, so a
-check running in another thread sees the old rules or the new ones, never
-a mixture.
+A compiled set never changes its rules (only a cache of glob matchers
+fills in) and is replaced by a single assignment, so a check running in
+another thread sees the old rules or the new ones, never a mixture.
 
 Where QEMU misbehaves
 ---------------------
@@ -49,7 +54,7 @@ from __future__ import annotations
 
 from qomhost.errors import OptsError, QemuError
 from qomhost.objects.authz.base import QAuthZ
-from qomhost.objects.authz.glob import compile_glob, g_pattern_match_simple, has_wildcards
+from qomhost.objects.authz.glob import anchored_literal, compile_glob, g_pattern_match_simple
 from qomhost.qapi.schema import EnumKind, Kind, Member
 from qomhost.qom.object import ObjectProperty
 
@@ -273,66 +278,111 @@ _NONE = 1 << 62  # an index past any rule
 
 
 class CompiledRules:
-    """An immutable, indexed form of a rule list that answers like the loop.
+    """An indexed form of a rule list that answers like the loop.
 
     :meth:`first_match` returns the index of the first rule matching an
-    identity, or ``-1``. Building costs one dict entry per exact rule and
-    one small closure per glob (no regular expressions).
+    identity, or ``-1``. Building costs a dict entry per rule and no other
+    object for most of them, so that a large set is quick to replace; the
+    matcher of a glob (:func:`~qomhost.objects.authz.glob.compile_glob`, no
+    regular expressions) is made the first time an identity reaches it, and
+    kept. That cache is the only state that changes after building, and
+    threads racing to fill a slot build equal matchers.
     """
 
-    __slots__ = ("_by_prefix", "_exact", "_lengths", "_wild", "allows", "rules")
+    __slots__ = ("_exact", "_heads", "_matchers", "_tails", "_wild", "allows", "rules")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.allows: tuple[bool, ...] = tuple(rule.policy == "allow" for rule in self.rules)
         exact: dict[str, int] = {}
-        by_prefix: dict[int, dict[str, list[tuple[int, Callable[[str], bool]]]]] = {}
-        wild: list[tuple[int, Callable[[str], bool]]] = []
+        # (distance, distance + length) -> literal -> the indexes of its globs,
+        # in rule order: a bare int for one glob, a list for more
+        heads: dict[tuple[int, int], dict[str, int | list[int]]] = {}
+        tails: dict[tuple[int, int], dict[str, int | list[int]]] = {}
+        wild: list[int] = []
         for index, rule in enumerate(self.rules):
             pattern = rule.match
-            if not rule.is_glob or not has_wildcards(pattern):
+            if rule.format != "glob" or ("*" not in pattern and "?" not in pattern):
                 # A glob without wildcards is an exact comparison too.
-                exact.setdefault(pattern, index)
+                if pattern not in exact:
+                    exact[pattern] = index
                 continue
-            cut = min(i for i in (pattern.find("*"), pattern.find("?")) if i >= 0)
-            entry = (index, compile_glob(pattern))
-            if cut == 0:
-                wild.append(entry)
+            anchor = anchored_literal(pattern)
+            if anchor is None:
+                wild.append(index)
+                continue
+            from_end, distance, literal = anchor
+            places = tails if from_end else heads
+            place = (distance, distance + len(literal))
+            table = places.get(place)
+            if table is None:
+                table = places[place] = {}
+            found = table.get(literal)
+            if found is None:
+                table[literal] = index
+            elif isinstance(found, int):
+                table[literal] = [found, index]
             else:
-                by_prefix.setdefault(cut, {}).setdefault(pattern[:cut], []).append(entry)
+                found.append(index)
         self._exact = exact
-        self._by_prefix = by_prefix
-        self._lengths = tuple(sorted(by_prefix))
+        # Shortest reach first: a decision stops at the first one longer
+        # than the identity.
+        self._heads = tuple((a, b, t) for (a, b), t in sorted(heads.items(), key=_reach))
+        self._tails = tuple((a, b, t) for (a, b), t in sorted(tails.items(), key=_reach))
         self._wild = tuple(wild)
+        self._matchers: list[Callable[[str], bool] | None] = [None] * len(self.rules)
 
     def __len__(self) -> int:
         return len(self.rules)
 
+    def _matcher(self, index: int) -> Callable[[str], bool]:
+        """The matcher of glob rule ``index``, made on first use."""
+        matcher = self._matchers[index]
+        if matcher is None:
+            matcher = self._matchers[index] = compile_glob(self.rules[index].match)
+        return matcher
+
+    def _scan(self, found: int | list[int], best: int, identity: str) -> int:
+        """The first of the globs ``found`` before ``best`` that matches, else ``best``."""
+        if isinstance(found, int):
+            if found < best and self._matcher(found)(identity):
+                return found
+            return best
+        for index in found:
+            if index > best:
+                break
+            if self._matcher(index)(identity):
+                return index
+        return best
+
     def first_match(self, identity: str) -> int:
         """The index of the first rule that matches ``identity``; ``-1`` if none does."""
         best = self._exact.get(identity, _NONE)
-        for index, matches in self._wild:
+        matchers = self._matchers
+        for index in self._wild:
             if index > best:
                 break
-            if matches(identity):
+            if (matchers[index] or self._matcher(index))(identity):
                 best = index
                 break
-        if self._lengths:
-            size = len(identity)
-            by_prefix = self._by_prefix
-            for length in self._lengths:
-                if length > size:
-                    break
-                bucket = by_prefix[length].get(identity[:length])
-                if bucket is None:
-                    continue
-                for index, matches in bucket:
-                    if index > best:
-                        break
-                    if matches(identity):
-                        best = index
-                        break
+        size = len(identity)
+        for start, stop, table in self._heads:
+            if stop > size:
+                break
+            found = table.get(identity[start:stop])
+            if found is not None:
+                best = self._scan(found, best, identity)
+        for distance, reach, table in self._tails:
+            if reach > size:
+                break
+            found = table.get(identity[size - reach : size - distance])
+            if found is not None:
+                best = self._scan(found, best, identity)
         return -1 if best == _NONE else best
+
+
+def _reach(item: tuple[tuple[int, int], object]) -> int:
+    return item[0][1]
 
 
 def first_match_plain(rules: Sequence[Rule], identity: str) -> int:
