@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/run.py                  # about 4 minutes
+    .venv/bin/python benchmarks/run.py                  # about 5 minutes
     .venv/bin/python benchmarks/run.py --rounds 10 --trials 2 --seconds 1   # quick look
 
 Nothing else should run meanwhile: the benchmarks time processes, and on a
@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import authz
 import qmp_rate
 import startup
 from _common import (
@@ -90,6 +91,8 @@ def main() -> None:
     start = startup.run(args.rounds)
     log("qmp_rate ...")
     rate = qmp_rate.run(args.seconds, args.trials, clients)
+    log("authz ...")
+    authz_result = authz.run()
     log("import profile ...")
     imports = import_profile()
     load_after = load_average()
@@ -128,6 +131,13 @@ def main() -> None:
             "on N monitors.",
             "",
             rate.markdown(),
+            "",
+            "## authz: `authz-list` decisions, rebuilds and `authz-list-file` refresh",
+            "",
+            "In-process, by `.venv/bin/python benchmarks/authz.py` (its docstring describes "
+            "the rules and identities).",
+            "",
+            authz_result.markdown(),
             "",
             "## Where qomhost's start-up goes",
             "",
