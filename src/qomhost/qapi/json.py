@@ -487,6 +487,22 @@ _WS_CHARS: Final = " \t\r\n"
 _PLAIN_MAX_LEN: Final = MAX_TOKEN_COUNT
 
 
+def _max_depth(segment: str) -> int:
+    """The deepest nesting of brackets in plain JSON text, strings skipped.
+
+    QEMU limits the depth, not the number, of open brackets; counting is
+    a cheap first filter that a long list of small objects (an authz rule
+    file) fails, so such text is measured properly before it is sent down
+    the slow exact path.
+    """
+    import re
+    from itertools import accumulate
+
+    structure = re.sub(r'"(?:[^"\\]|\\.)*"', "", segment)
+    steps = [1 if c in "{[" else -1 for c in re.findall(r"[][{}]", structure)]
+    return max(accumulate(steps), default=0)
+
+
 def _maybe_not_plain(segment: str) -> bool:
     """Whether ``_NOT_PLAIN_RE`` could match; prepares it if so."""
     if "\\u" not in segment and "0e" not in segment and "0E" not in segment:
@@ -590,7 +606,10 @@ class JsonStreamParser:
                 return pos
             segment = text[pos:stop]
             if (
-                segment.count("{") + segment.count("[") > MAX_NESTING
+                (
+                    segment.count("{") + segment.count("[") > MAX_NESTING
+                    and _max_depth(segment) > MAX_NESTING
+                )
                 or not segment.isascii()  # then latin-1 decoding was wrong
                 or (_maybe_not_plain(segment) and _NOT_PLAIN_RE.search(segment))
             ):
