@@ -40,6 +40,7 @@ test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP) system-deps
+	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) benchmarks/run.py
 
 clean:

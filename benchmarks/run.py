@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 import authz
+import iothread_idle
+import iothread_latency
 import qmp_rate
 import startup
 from _common import (
@@ -71,12 +73,50 @@ def import_profile(runs: int = 7, limit: int = 12) -> str:
     return head + "\n\n" + body
 
 
+def iothread_section(
+    latency: iothread_latency.LatencyResult, idle: iothread_idle.IdleResult
+) -> list[str]:
+    """The iothread section: request latency through a poll handler, idle cost."""
+    return [
+        "## iothreads: request latency through a poll handler, and the cost of polling",
+        "",
+        "Measured by `.venv/bin/python benchmarks/iothread_latency.py` and "
+        "`.venv/bin/python benchmarks/iothread_idle.py` (their docstrings describe the "
+        "set-ups; uvloop comes with `.venv/bin/pip install -e '.[bench]'`). The machine has "
+        "2 vCPUs shared with other tenants: how fast a sleeping thread wakes changes by 5× "
+        "from minute to minute (the kernel's and the hypervisor's own idle polling), so "
+        "only ratios between rows of one run mean much.",
+        "",
+        "The client writes a request into a shared-memory ring and kicks an eventfd; the "
+        "server, a poll handler on an iothread "
+        "(`set_event_notifier(notifier, on_event, io_poll=<reads the ring head>)`) or an "
+        "asyncio/uvloop `add_reader` callback, answers through a second ring (and kicks a "
+        'second eventfd if the client sleeps). "no GIL yield" rows turn off '
+        "`AioContext.poll_yield_ns` (a `sched_yield()` every 4 µs of polling, which lets "
+        "go of the GIL and the CPU); the other rows have it.",
+        "",
+        "### Round trips",
+        "",
+        latency.markdown(),
+        "",
+        "### An idle polling iothread beside a CPU-bound main thread",
+        "",
+        idle.markdown(),
+        "",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="start-up rounds (30)")
     parser.add_argument("--seconds", type=float, default=2.0, help="QMP trial length (2)")
     parser.add_argument("--trials", type=int, default=5, help="QMP trials (5)")
     parser.add_argument("--clients", default="2,8", help="parallel QMP clients (2,8)")
+    parser.add_argument("--latency-trials", type=int, default=9, help="iothread latency trials (9)")
+    parser.add_argument(
+        "--round-trips", type=int, default=1500, help="iothread round trips per trial (1500)"
+    )
+    parser.add_argument("--idle-trials", type=int, default=5, help="idle iothread trials (5)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="file to write")
     args = parser.parse_args()
     clients = tuple(int(n) for n in args.clients.split(",") if n)
@@ -93,6 +133,10 @@ def main() -> None:
     rate = qmp_rate.run(args.seconds, args.trials, clients)
     log("authz ...")
     authz_result = authz.run()
+    log("iothread latency ...")
+    latency = iothread_latency.run(args.latency_trials, args.round_trips)
+    log("idle iothread ...")
+    idle = iothread_idle.run(args.idle_trials)
     log("import profile ...")
     imports = import_profile()
     load_after = load_average()
@@ -139,6 +183,7 @@ def main() -> None:
             "",
             authz_result.markdown(),
             "",
+            *iothread_section(latency, idle),
             "## Where qomhost's start-up goes",
             "",
             imports,

@@ -15,7 +15,9 @@ One context runs in one thread. It offers what QEMU's offers:
   on the poll callbacks for up to ``poll_ns``, a window that grows and
   shrinks with QEMU's algorithm (:meth:`AioContext.adjust_polling`). As in
   QEMU with the epoll fd monitor, polling happens only while every handler
-  has a poll callback;
+  has a poll callback. Unlike QEMU's, this poller holds a lock, the GIL, so
+  every ``poll_yield_ns`` it calls ``sched_yield()`` to let another thread
+  of the process (say, the one that writes the next request) run;
 * a **thread pool** for blocking work (:meth:`AioContext.run_in_executor`),
   sized by ``thread-pool-min``/``thread-pool-max``.
 
@@ -49,6 +51,8 @@ __all__ = ["AioContext", "EventNotifier", "FdHandler", "Timer"]
 POLL_FIRST_STEP_NS = 4000
 #: linux-aio's batch size when ``aio-max-batch`` is 0
 DEFAULT_MAX_BATCH = 32
+#: how often a busy-polling loop yields the GIL and the CPU (``poll_yield_ns``)
+POLL_YIELD_NS = 4000
 
 
 class FdHandler:
@@ -120,16 +124,19 @@ class EventNotifier:
         os.close(self.fd)
 
 
+def _log_exception(what: str) -> None:
+    """Log the exception being handled (call it from an ``except`` block)."""
+    import logging  # only now: it is slow to import
+
+    logging.getLogger("qomhost.aio").exception("%s raised", what)
+
+
 def _call(callback: Callable[[], object], what: str, fd: int = -1) -> None:
     """Run a callback; an exception is logged, never fatal to the loop."""
     try:
         callback()
     except Exception:
-        if fd >= 0:
-            what = f"fd {fd} {what}"
-        import logging  # only now: it is slow to import
-
-        logging.getLogger("qomhost.aio").exception("%s raised", what)
+        _log_exception(f"fd {fd} {what}" if fd >= 0 else what)
 
 
 class AioContext:
@@ -141,6 +148,8 @@ class AioContext:
         self._handlers: dict[int, FdHandler] = {}
         self._poll_disable_cnt = 0
         self._poll_handlers: list[FdHandler] = []
+        #: (io_poll, io_poll_ready) of each handler in ``_poll_handlers``
+        self._pollers: tuple[tuple[Callable[[], bool], Callable[[], None] | None], ...] = ()
         self._bh: list[Callable[[], None]] = []
         self._bh_lock = _thread.allocate_lock()
         self._timers: list[Timer] = []
@@ -156,6 +165,14 @@ class AioContext:
         self.poll_max_ns = 0
         self.poll_grow = 0
         self.poll_shrink = 0
+        #: while busy-polling, call ``sched_yield()`` this often (ns; 0:
+        #: never). Not a QEMU parameter: QEMU's poller holds no lock, but
+        #: a Python one holds the GIL, and a thread of this process that the
+        #: loop is waiting for (the one that will write the next request)
+        #: could not run until the window ends. Yielding lets it run; the
+        #: time it runs counts as waiting in the window arithmetic, so a
+        #: contended GIL also shrinks the window.
+        self.poll_yield_ns = POLL_YIELD_NS
         self.aio_max_batch = 0
         self.thread_pool_min = 0
         self.thread_pool_max = 64
@@ -197,12 +214,21 @@ class AioContext:
                 self._poll_disable_cnt += 1
             else:
                 self._poll_handlers.append(handler)
+                self._update_pollers()
 
     def _forget(self, handler: FdHandler) -> None:
         if handler.io_poll is None:
             self._poll_disable_cnt -= 1
         else:
             self._poll_handlers.remove(handler)
+            self._update_pollers()
+
+    def _update_pollers(self) -> None:
+        self._pollers = tuple(
+            (handler.io_poll, handler.io_poll_ready)
+            for handler in self._poll_handlers
+            if handler.io_poll is not None
+        )
 
     def set_event_notifier(
         self,
@@ -319,33 +345,51 @@ class AioContext:
             return -1
         return max(0, self._timers[0].deadline - self.clock())
 
-    def _try_poll(self, timeout_ns: int) -> tuple[bool, int]:
-        """Busy-poll for up to ``min(timeout, poll_ns)``; returns (progress, timeout)."""
-        if not self._poll_handlers or self._poll_disable_cnt or self.poll_ns == 0:
+    def _try_poll(self, timeout_ns: int, start: int | None = None) -> tuple[bool, int]:
+        """Busy-poll for up to ``min(timeout, poll_ns)``; returns (progress, timeout).
+
+        The window is counted from ``start`` (default: now). Every
+        ``poll_yield_ns`` of polling the loop calls ``sched_yield()``, which
+        lets go of the GIL and the CPU for a moment (see
+        :attr:`poll_yield_ns`); time spent yielded counts as polling time,
+        so QEMU's window arithmetic sees it as part of the wait.
+        """
+        pollers = self._pollers
+        if not pollers or self._poll_disable_cnt or self.poll_ns == 0:
             return False, timeout_ns
         max_ns = self.poll_ns if timeout_ns < 0 else min(timeout_ns, self.poll_ns)
         if max_ns == 0:
             return False, timeout_ns
         clock = self.clock
-        start = clock()
-        handlers = self._poll_handlers
+        if start is None:
+            start = clock()
+        now = start
+        deadline = start + max_ns
+        yield_ns = self.poll_yield_ns
+        next_yield = start + yield_ns if yield_ns > 0 else deadline
+        sched_yield = os.sched_yield
         while True:
             if self._kicked:
                 # A bottom half, a parameter change or a stop request: stop
                 # polling and let the non-blocking wait collect the eventfd.
                 self._kicked = False
                 return False, 0
-            for handler in handlers:
-                assert handler.io_poll is not None
-                if handler.io_poll():
-                    if handler.io_poll_ready is not None:
-                        _call(handler.io_poll_ready, "poll handler")
+            for io_poll, io_poll_ready in pollers:
+                if io_poll():
+                    if io_poll_ready is not None:
+                        try:
+                            io_poll_ready()
+                        except Exception:
+                            _log_exception("poll handler")
                     return True, 0
-            elapsed = clock() - start
-            if elapsed >= max_ns:
+            now = clock()
+            if now >= deadline:
                 break
+            if now >= next_yield:
+                sched_yield()
+                next_yield = now + yield_ns
         if timeout_ns > 0:
-            timeout_ns = max(0, timeout_ns - elapsed)
+            timeout_ns = max(0, timeout_ns - (now - start))
         return False, timeout_ns
 
     def adjust_polling(self, block_ns: int) -> None:
@@ -369,9 +413,9 @@ class AioContext:
     def run_once(self, blocking: bool = True) -> bool:
         """One iteration (``aio_poll``): wait, then dispatch. True if work was done."""
         polling = self.poll_max_ns != 0
-        start = self.clock() if polling else 0
+        start = self.clock() if polling else None
         timeout = self._timeout_ns() if blocking else 0
-        progress, timeout = self._try_poll(timeout)
+        progress, timeout = self._try_poll(timeout, start)
         events: list[tuple[int, int]] = []
         if not progress:
             wait = -1.0 if timeout < 0 else timeout / 1e9
@@ -379,9 +423,13 @@ class AioContext:
                 events = self._epoll.poll(wait)
             except InterruptedError:
                 events = []
-        if polling:
-            self.adjust_polling(self.clock() - start)
-        return self._dispatch(events) or progress
+        if start is not None:
+            block_ns = self.clock() - start
+            if block_ns > self.poll_ns:  # else the sweet spot: nothing to adjust
+                self.adjust_polling(block_ns)
+        if events or self._bh or self._timers:
+            progress = self._dispatch(events) or progress
+        return progress
 
     def _dispatch(self, events: list[tuple[int, int]]) -> bool:
         progress = False

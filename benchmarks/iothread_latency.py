@@ -1,0 +1,381 @@
+"""Request latency through an iothread's poll handler, across processes and in-process.
+
+The server is a handler on a loop; the client sends one request at a time
+over the shared-memory rings of :mod:`_ring` and waits for the answer:
+
+* **qomhost**: ``Host().add_object("iothread", ...)``, the handler registered
+  with ``set_event_notifier(notifier, on_event, io_poll=pending,
+  io_poll_ready=on_polled)``, where ``pending`` reads the request head (no
+  system call). ``poll-max-ns`` 0 is a blocking loop; otherwise QEMU's
+  adaptive window decides how long the loop polls before it blocks.
+  "no GIL yield" rows set ``AioContext.poll_yield_ns = 0`` (the poller then
+  holds the GIL for the whole window; see :mod:`qomhost.aio.context`).
+* **asyncio** and **uvloop** (if installed: ``pip install -e '.[bench]'``):
+  an event loop in its own thread waiting on the request eventfd with
+  ``loop.add_reader``.
+
+**Cross-process**: the client is another process (the venv Python running
+``_ring.py``) that inherits the memfd and both eventfds. It either
+busy-waits on the response head (``spin``: the server sends no response
+kick, as a virtio driver that polls its used ring) or blocks in epoll on
+the response eventfd (``block``). **In-process**: the client is this
+process's main thread (``block`` only: a spinning client would hold the GIL
+the handler needs).
+
+Each trial is ``N`` round trips after ``WARM`` unmeasured ones; trials of
+all variants are interleaved, and each figure is the median over trials of
+the per-trial p50 / p99.
+
+Usage: ``.venv/bin/python benchmarks/iothread_latency.py [--trials 11] [--round-trips 1500]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import importlib.metadata
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from _common import ROOT, VENV_PYTHON, log, median, read_steal, steal_percent, table
+from _ring import Channel, RingServer, client_round_trips
+
+from qomhost.aio.context import POLL_YIELD_NS, EventNotifier
+from qomhost.host import Host
+from qomhost.objects.iothread import IOTHREAD_POLL_MAX_NS_DEFAULT, IOThread
+
+RING_PY = str(ROOT / "benchmarks" / "_ring.py")
+WARM = 300
+#: polling windows measured besides 0 and the default
+LARGE_WINDOWS = (100_000, 1_000_000)
+
+
+class QomhostServer:
+    """One qomhost iothread; each trial sets its polling parameters anew."""
+
+    def __init__(self) -> None:
+        self.host = Host()
+        obj = self.host.add_object("iothread", "bench-io", poll_max_ns=0)
+        assert isinstance(obj, IOThread) and obj.context is not None
+        self.iothread = obj
+        self.context = obj.context
+
+    def configure(self, poll_max_ns: int, yield_ns: int) -> None:
+        """Set ``poll-max-ns`` as ``qom-set`` does (the window restarts at 0)."""
+        self.context.poll_yield_ns = yield_ns
+        self.host.set_property_json(self.iothread, "poll-max-ns", poll_max_ns)
+
+    def attach(self, notifier: EventNotifier, server: RingServer) -> None:
+        """Register the handler in the iothread."""
+        ctx = self.context
+        ctx.submit(
+            lambda: ctx.set_event_notifier(
+                notifier, server.on_event, io_poll=server.pending, io_poll_ready=server.on_polled
+            )
+        ).result(10)
+
+    def detach(self, notifier: EventNotifier) -> None:
+        """Unregister it."""
+        ctx = self.context
+        ctx.submit(lambda: ctx.set_event_notifier(notifier, None)).result(10)
+
+    def close(self) -> None:
+        """Stop the iothread."""
+        self.host.close()
+
+
+class AsyncioServer:
+    """An asyncio-compatible loop running forever in its own thread."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self.loop = factory()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def _in_loop(self, fn: Callable[[], object]) -> None:
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            fn()
+            done.set_result(None)
+
+        self.loop.call_soon_threadsafe(run)
+        done.result(10)
+
+    def attach(self, notifier: EventNotifier, server: RingServer) -> None:
+        """``add_reader`` on the request eventfd."""
+        self._in_loop(lambda: self.loop.add_reader(notifier.fd, server.on_readable))
+
+    def detach(self, notifier: EventNotifier) -> None:
+        """``remove_reader``."""
+        self._in_loop(lambda: self.loop.remove_reader(notifier.fd))
+
+    def close(self) -> None:
+        """Stop the loop and its thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A server and its settings."""
+
+    name: str
+    kind: str  # "qomhost", "asyncio" or "uvloop"
+    poll_max_ns: int = 0
+    yield_ns: int = POLL_YIELD_NS
+
+    @property
+    def polls(self) -> bool:
+        """Whether this setting busy-polls."""
+        return self.kind == "qomhost" and self.poll_max_ns > 0
+
+
+@dataclass
+class Sample:
+    """One trial: percentiles of its round trips, and how the server found the work."""
+
+    p50_us: float
+    p99_us: float
+    polled: float  # share of answers whose request was found by polling
+    window_ns: float | None  # median poll_ns at the answers (qomhost only)
+
+
+def variants(uvloop_ok: bool) -> list[Variant]:
+    """Every server setting, blocking ones first."""
+    out = [
+        Variant("qomhost iothread, poll-max-ns=0 (blocking)", "qomhost"),
+        Variant("asyncio, add_reader (blocking)", "asyncio"),
+    ]
+    if uvloop_ok:
+        out.append(Variant("uvloop, add_reader (blocking)", "uvloop"))
+    for window in (IOTHREAD_POLL_MAX_NS_DEFAULT, *LARGE_WINDOWS):
+        label = f"{window} (default)" if window == IOTHREAD_POLL_MAX_NS_DEFAULT else str(window)
+        out.append(Variant(f"qomhost iothread, poll-max-ns={label}", "qomhost", window))
+    for window in (IOTHREAD_POLL_MAX_NS_DEFAULT, *LARGE_WINDOWS):
+        out.append(
+            Variant(f"qomhost iothread, poll-max-ns={window}, no GIL yield", "qomhost", window, 0)
+        )
+    return out
+
+
+def _percentile(sorted_values: list[int], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] / 1000
+
+
+def trial(
+    servers: dict[str, Any], variant: Variant, style: str, in_process: bool, round_trips: int
+) -> Sample:
+    """One client run against one server setting."""
+    server = servers[variant.kind]
+    if isinstance(server, QomhostServer):
+        server.configure(variant.poll_max_ns, variant.yield_ns)
+    notifier = EventNotifier()
+    channel = Channel(notifier.fd)
+    window = server.context if isinstance(server, QomhostServer) else None
+    handler = RingServer(channel, window)
+    server.attach(notifier, handler)
+    try:
+        if in_process:
+            rtts = client_round_trips(
+                channel.words, notifier.fd, channel.resp_fd, style, round_trips, WARM
+            )
+        else:
+            fds = channel.fds()
+            argv = [VENV_PYTHON, RING_PY, *map(str, fds), style, str(round_trips), str(WARM)]
+            out = subprocess.run(
+                argv, pass_fds=fds, capture_output=True, text=True, check=True, timeout=120
+            ).stdout
+            rtts = [int(x) for x in out.split()]
+    finally:
+        server.detach(notifier)
+        notifier.close()
+        channel.close()
+    rtts.sort()
+    answered = handler.by_poll + handler.by_event
+    windows = sorted(handler.windows)
+    return Sample(
+        _percentile(rtts, 0.5),
+        _percentile(rtts, 0.99),
+        handler.by_poll / answered if answered else 0.0,
+        float(windows[len(windows) // 2]) if windows else None,
+    )
+
+
+@dataclass
+class LatencyResult:
+    """Samples per (variant name, client style) for both set-ups."""
+
+    trials: int
+    round_trips: int
+    variants: list[Variant]
+    uvloop_note: str
+    cross: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
+    inproc: dict[str, list[Sample]] = field(default_factory=dict)
+    steal: float = 0.0
+
+    @staticmethod
+    def _med(samples: list[Sample], attr: str) -> float:
+        return median([getattr(s, attr) for s in samples])
+
+    @staticmethod
+    def _window(samples: list[Sample]) -> str:
+        values = [s.window_ns for s in samples if s.window_ns is not None]
+        return f"{median(values):,.0f}" if values else "–"
+
+    def best_blocking(self, samples: dict[str, list[Sample]]) -> tuple[str, float]:
+        """The blocking loop with the lowest median p50: (name, p50 µs)."""
+        blocking = [v.name for v in self.variants if not v.polls]
+        name = min(blocking, key=lambda n: self._med(samples[n], "p50_us"))
+        return name, self._med(samples[name], "p50_us")
+
+    def cross_markdown(self) -> str:
+        """The cross-process table and the goal line."""
+        styles = ("spin", "block")
+        best = {
+            s: self.best_blocking({v.name: self.cross[v.name, s] for v in self.variants})
+            for s in styles
+        }
+        header = ["server"]
+        for style in styles:
+            header += [
+                f"{style}: p50 µs",
+                "p99 µs",
+                "p50 / best blocking",
+                "by polling",
+                "window ns",
+            ]
+        rows = []
+        for v in self.variants:
+            row = [v.name]
+            for style in styles:
+                samples = self.cross[v.name, style]
+                p50 = self._med(samples, "p50_us")
+                row += [
+                    f"{p50:.1f}",
+                    f"{self._med(samples, 'p99_us'):.1f}",
+                    f"{p50 / best[style][1]:.2f}",
+                    f"{100 * self._med(samples, 'polled'):.0f} %" if v.polls else "–",
+                    self._window(samples) if v.polls else "–",
+                ]
+            rows.append(row)
+        default = next(
+            v.name for v in self.variants if v.poll_max_ns == IOTHREAD_POLL_MAX_NS_DEFAULT
+        )
+        lines = []
+        for style in styles:
+            name, p50 = best[style]
+            ours = self._med(self.cross[default, style], "p50_us")
+            lines.append(
+                f"- {style} client: best blocking loop is {name.split(',')[0]} at {p50:.1f} µs; "
+                f"default polling window {ours:.1f} µs = **{ours / p50:.2f}×** "
+                f"({'meets' if ours <= 0.2 * p50 else 'misses'} the 0.2× goal)"
+            )
+        return table(header, rows) + "\n\n" + "\n".join(lines)
+
+    def inproc_markdown(self) -> str:
+        """The in-process table and the goal line."""
+        header = ["server", "p50 µs", "p99 µs", "p50 / blocking", "p99 / blocking"]
+        header += ["by polling", "window ns"]
+        b50 = self._med(self.inproc[self.variants[0].name], "p50_us")
+        b99 = self._med(self.inproc[self.variants[0].name], "p99_us")
+        rows = []
+        ratios: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        for v in self.variants:
+            samples = self.inproc[v.name]
+            p50 = self._med(samples, "p50_us")
+            p99 = self._med(samples, "p99_us")
+            if v.polls:
+                ratios[v.yield_ns > 0].append((p50 / b50, p99 / b99))
+            rows.append(
+                [
+                    v.name,
+                    f"{p50:.1f}",
+                    f"{p99:.1f}",
+                    f"{p50 / b50:.2f}",
+                    f"{p99 / b99:.2f}",
+                    f"{100 * self._med(samples, 'polled'):.0f} %" if v.polls else "–",
+                    self._window(samples) if v.polls else "–",
+                ]
+            )
+
+        def span(values: list[float]) -> str:
+            return f"{min(values):.2f}–{max(values):.2f}×"
+
+        lines = [
+            f"- polling windows {label} the GIL yield, against qomhost's blocking loop: "
+            f"p50 {span([r[0] for r in ratios[yielding]])}, "
+            f"p99 {span([r[1] for r in ratios[yielding]])}"
+            for yielding, label in ((True, "with"), (False, "without"))
+            if ratios[yielding]
+        ]
+        return table(header, rows) + "\n\n" + "\n".join(lines)
+
+    def markdown(self) -> str:
+        """Both tables."""
+        note = (
+            f"{self.trials} interleaved trials of {self.round_trips} round trips (after {WARM} "
+            f"unmeasured) per row; medians over trials of each trial's p50 / p99; steal time "
+            f'during the run {self.steal:.1f} %. "by polling": share of requests the handler '
+            'found through its poll callback rather than the eventfd; "window": the median '
+            f"`poll_ns` when answering. {self.uvloop_note}"
+        )
+        return "\n\n".join(
+            [
+                note,
+                "**Cross-process** (client: another process):",
+                self.cross_markdown(),
+                "**In-process** (client: the main thread, `block` style):",
+                self.inproc_markdown(),
+            ]
+        )
+
+
+def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
+    """Measure every variant, both set-ups, trials interleaved."""
+    servers: dict[str, Any] = {"qomhost": QomhostServer()}
+    import asyncio
+
+    servers["asyncio"] = AsyncioServer(asyncio.new_event_loop)
+    try:
+        import uvloop
+
+        servers["uvloop"] = AsyncioServer(uvloop.new_event_loop)
+        note = f"uvloop {importlib.metadata.version('uvloop')}."
+    except ImportError:
+        note = "uvloop is not installed (`pip install -e '.[bench]'`): no uvloop row."
+    chosen = variants("uvloop" in servers)
+    result = LatencyResult(trials, round_trips, chosen, note)
+    try:
+        before = read_steal()
+        for t in range(trials):
+            # rotate the order so that drift on a shared host hits every variant alike
+            order = chosen[t % len(chosen) :] + chosen[: t % len(chosen)]
+            for v in order:
+                for style in ("spin", "block"):
+                    sample = trial(servers, v, style, False, round_trips)
+                    result.cross.setdefault((v.name, style), []).append(sample)
+                sample = trial(servers, v, "block", True, round_trips)
+                result.inproc.setdefault(v.name, []).append(sample)
+            log(f"iothread_latency: {t + 1}/{trials} trials")
+        result.steal = steal_percent(before, read_steal())
+    finally:
+        for server in servers.values():
+            server.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=11, help="interleaved trials (11)")
+    parser.add_argument("--round-trips", type=int, default=1500, help="per trial (1500)")
+    args = parser.parse_args()
+    print(run(args.trials, args.round_trips).markdown())
+
+
+if __name__ == "__main__":
+    main()
