@@ -105,6 +105,12 @@ class Host:
                 )
 
             obj.another_exists = another_exists
+        elif types.is_a(obj.type_name, "tls-creds-x509"):
+            from qomhost.objects.tls import QCryptoTLSCredsX509
+
+            assert isinstance(obj, QCryptoTLSCredsX509)
+            # To find the secret named by passwordid.
+            obj.lookup = self.lookup_object
         elif types.is_a(obj.type_name, "authz-list-file"):
             from qomhost.objects.authz.listfile import QAuthZListFile
 

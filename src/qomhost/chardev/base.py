@@ -75,7 +75,14 @@ class Chardev(Object):
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the peer; dropped when nobody is connected."""
-        if not self.is_open or self._out_fd < 0:
+        if not self.is_open:
+            return
+        self._write_raw(data)
+
+    def _write_raw(self, data: bytes) -> None:
+        """Queue bytes for the fd as they are, open or not (a TLS handshake
+        writes before the frontend hears that the peer is there)."""
+        if self._out_fd < 0:
             return
         if not self._out:
             try:

@@ -5,6 +5,14 @@ listen backlog until it leaves), ``wait=on`` makes start-up block until the
 first peer connects, and a client with ``reconnect=N`` retries every ``N``
 seconds after a failed connect or a disconnect. Received file descriptors
 (``SCM_RIGHTS``) are kept for the frontend to take with :meth:`take_fds`.
+
+With ``tls_creds`` (``-chardev socket,...,tls-creds=ID[,tls-authz=ID]``,
+TCP only) each connection first runs a TLS handshake on the loop
+(:mod:`qomhost.chardev.tls`). The frontend hears of the peer only once the
+handshake is over and, on a server, the client's certificate has passed
+``verify-peer`` and the ``tls-authz`` object: a refused client is
+disconnected before the monitor writes a byte, and the reason is logged on
+``qomhost.chardev`` at INFO level (QEMU 7.2 prints nothing).
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ from qomhost.qom.object import ObjectProperty
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from qomhost.chardev.tls import TlsSession
+    from qomhost.host import Host
+    from qomhost.objects.tls import QCryptoTLSCredsX509
 
 __all__ = ["ChardevSocket", "SocketAddress"]
 
@@ -82,12 +94,21 @@ class ChardevSocket(Chardev):
         self._fds: list[int] = []
         self._reconnect_timer: Any = None
         self._finalized = False
+        #: TLS credentials (``tls-creds``), and the ``tls-authz`` object's id
+        self.tls_creds: QCryptoTLSCredsX509 | None = None
+        self.tls_authz: str | None = None
+        #: where ``tls-authz`` is looked up, at each check (as QEMU does)
+        self.host: Host | None = None
+        self._tls: TlsSession | None = None
+        #: why the last TLS peer was refused (also logged)
+        self.tls_failure: str | None = None
 
     @classmethod
     def class_properties(cls) -> list[ObjectProperty]:
         return [
             ObjectProperty("addr", "SocketAddress", getter=lambda obj: obj.address.to_qapi()),
-            ObjectProperty("connected", "bool", getter=lambda obj: obj._sock is not None),
+            # Connected once the frontend has the peer: after TLS, if any.
+            ObjectProperty("connected", "bool", getter=lambda obj: obj.is_open),
         ]
 
     # --- set-up ---------------------------------------------------------------
@@ -183,7 +204,93 @@ class ChardevSocket(Chardev):
         self._out_fd = sock.fileno()
         if self.context is not None:
             self.context.set_fd_handler(sock.fileno(), self._on_readable)
+        if self.tls_creds is not None:
+            self._start_tls()
+        else:
+            self._opened()
+
+    # --- TLS ------------------------------------------------------------------
+    def _start_tls(self) -> None:
+        from qomhost.chardev.tls import TlsError, TlsSession, tls_context
+
+        creds = self.tls_creds
+        assert creds is not None
+        try:
+            # QEMU makes a new session for each peer, reading the
+            # credentials' endpoint, verify-peer and priority again.
+            if creds.endpoint != ("server" if self.server else "client"):
+                raise TlsError("Credentials endpoint doesn't match session")
+            context = tls_context(creds, self.server)
+            self._tls = TlsSession(context, self.server, self.address.host)
+        except (TlsError, OSError) as exc:
+            self._tls_refused(exc.desc if isinstance(exc, TlsError) else str(exc))
+            return
+        self._tls_handshake()
+
+    def _tls_handshake(self) -> None:
+        import ssl
+
+        from qomhost.chardev.tls import TlsError, check_peer
+
+        session = self._tls
+        assert session is not None
+        try:
+            done = session.handshake()
+        except ssl.SSLError as exc:
+            # The alert OpenSSL queued is not sent: QEMU just closes.
+            self._tls_refused(f"TLS handshake failed: {exc.reason or exc}")
+            return
+        self._write_raw(session.pending())
+        if not done:
+            return
+        if self.server:
+            assert self.tls_creds is not None
+            try:
+                check_peer(session, self.tls_creds, self.host, self.tls_authz)
+            except TlsError as err:
+                self._tls_refused(err.desc)
+                return
         self._opened()
+        # Records that came with the last handshake flight.
+        if self._tls is session:
+            self._tls_deliver()
+
+    def _tls_deliver(self) -> None:
+        import ssl
+
+        session = self._tls
+        assert session is not None
+        try:
+            data = session.read()
+        except ssl.SSLError as exc:
+            self._tls_refused(f"TLS read failed: {exc.reason or exc}")
+            return
+        self._write_raw(session.pending())
+        if data:
+            self._received(data)
+        if session.closed and self._tls is session:
+            self.disconnect()
+
+    def _tls_refused(self, reason: str) -> None:
+        from qomhost.chardev.base import _log
+
+        self.tls_failure = reason
+        _log().info("chardev %s: %s", self.label, reason)
+        self.disconnect()
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the peer (encrypted on a TLS connection)."""
+        if not self.is_open:
+            return
+        if self._tls is not None:
+            import ssl
+
+            try:
+                data = self._tls.encrypt(data)
+            except ssl.SSLError:
+                self.disconnect()
+                return
+        self._write_raw(data)
 
     # --- running --------------------------------------------------------------
     def start(self) -> None:
@@ -226,6 +333,13 @@ class ChardevSocket(Chardev):
         if not data:
             self.disconnect()
             return
+        if self._tls is not None:
+            self._tls.receive(data)
+            if self._tls.established:
+                self._tls_deliver()
+            else:
+                self._tls_handshake()
+            return
         self._received(data)
 
     def take_fds(self) -> list[int]:
@@ -256,6 +370,7 @@ class ChardevSocket(Chardev):
         sock, self._sock = self._sock, None
         if sock is None:
             return
+        self._tls = None
         if self.context is not None:
             self.context.set_fd_handler(sock.fileno(), None)
         self._out_fd = -1
@@ -285,7 +400,7 @@ class ChardevSocket(Chardev):
 
     def describe(self) -> str:
         """The ``filename`` QEMU shows for this chardev."""
-        state = "" if self._sock is not None else "disconnected:"
+        state = "" if self.is_open else "disconnected:"
         suffix = ",server=on" if self.server else ""
         return f"{state}{self.address.describe()}{suffix}"
 

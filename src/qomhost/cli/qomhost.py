@@ -66,6 +66,7 @@ monitors, accepting QEMU 7.2's flags for them.
                 '-object TYPE,help' their properties
 -chardev socket,id=ID,path=PATH[,server=on|off][,wait=on|off][,reconnect=N]
 -chardev socket,id=ID,host=HOST,port=PORT[,server=on|off][,wait=on|off][,reconnect=N]
+        [,tls-creds=ID[,tls-authz=ID]]
 -chardev stdio,id=ID
                 create a character device
 -qmp DEV        QMP monitor on DEV (stdio, unix:PATH[,server=on,wait=off],
@@ -204,9 +205,23 @@ def _legacy_chardev(text: str) -> tuple[str, dict[str, str]] | None:
     return None
 
 
+_TLS_KEYS = {"tls-creds", "tls-authz"}
 _CHARDEV_KEYS = {
-    "socket": {"path", "host", "port", "server", "wait", "reconnect", "nodelay", "ipv4", "ipv6"},
-    "stdio": {"signal"},
+    "socket": {
+        "path",
+        "host",
+        "port",
+        "server",
+        "wait",
+        "reconnect",
+        "nodelay",
+        "ipv4",
+        "ipv6",
+        *_TLS_KEYS,
+    },
+    # QEMU's -chardev options are one list for every backend, so stdio takes
+    # (and ignores) the TLS keys too.
+    "stdio": {"signal", *_TLS_KEYS},
 }
 
 
@@ -371,6 +386,7 @@ def _open_chardev(host: object, chr_plan: _ChardevPlan, plan: _Plan, rep: _Repor
         sock = ChardevSocket("chardev-socket")
         sock.address = SocketAddress(path=path, host=hostname, port=port)
         sock.server = flag("server", False)
+        _configure_tls(host, sock, opts.get("tls-creds"), opts.get("tls-authz"))
         sock.wait = flag("wait", True)
         sock.nodelay = flag("nodelay", False)
         reconnect = opts.get("reconnect")
@@ -393,6 +409,31 @@ def _open_chardev(host: object, chr_plan: _ChardevPlan, plan: _Plan, rep: _Repor
         )
         sys.stderr.flush()
         sock.wait_for_peer()
+
+
+def _configure_tls(host: object, sock: object, creds_id: str | None, authz_id: str | None) -> None:
+    """``tls-creds``/``tls-authz`` of a socket chardev, checked in QEMU's order."""
+    from qomhost.chardev.socket import ChardevSocket
+    from qomhost.host import Host
+
+    assert isinstance(host, Host) and isinstance(sock, ChardevSocket)
+    if creds_id is not None:
+        from qomhost.objects.tls import QCryptoTLSCreds, QCryptoTLSCredsX509
+
+        creds = host.lookup_object(creds_id)
+        if creds is None:
+            raise QemuError(f"No TLS credentials with id '{creds_id}'")
+        if not isinstance(creds, QCryptoTLSCreds):
+            raise QemuError(f"Object with id '{creds_id}' is not TLS credentials")
+        creds.check_endpoint("server" if sock.server else "client")
+        if sock.address.path is not None:
+            raise QemuError("'tls_creds' option is incompatible with 'unix' address type")
+        assert isinstance(creds, QCryptoTLSCredsX509)
+        sock.tls_creds = creds
+    if authz_id is not None and creds_id is None:
+        raise QemuError("'tls_authz' option requires 'tls_creds' option")
+    sock.tls_authz = authz_id
+    sock.host = host
 
 
 def _create_objects(host: object, plan: _Plan, rep: _Reporter, late: bool) -> None:

@@ -78,6 +78,14 @@ _TYPES = (
         impl="qomhost.objects.authz.pam:QAuthZPAM",
         interfaces=(USER_CREATABLE,),
     ),
+    # As in QEMU, "tls-creds" is abstract and not user-creatable itself.
+    TypeInfo("tls-creds", "object", impl="qomhost.objects.tls:QCryptoTLSCreds", abstract=True),
+    TypeInfo(
+        "tls-creds-x509",
+        "tls-creds",
+        impl="qomhost.objects.tls:QCryptoTLSCredsX509",
+        interfaces=(USER_CREATABLE,),
+    ),
 )
 
 for _info in _TYPES:
