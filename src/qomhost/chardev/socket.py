@@ -230,7 +230,7 @@ class ChardevSocket(Chardev):
     def _tls_handshake(self) -> None:
         import ssl
 
-        from qomhost.chardev.tls import TlsError, check_peer
+        from qomhost.chardev.tls import TlsError, check_peer, check_server
 
         session = self._tls
         assert session is not None
@@ -243,13 +243,15 @@ class ChardevSocket(Chardev):
         self._write_raw(session.pending())
         if not done:
             return
-        if self.server:
-            assert self.tls_creds is not None
-            try:
+        assert self.tls_creds is not None
+        try:
+            if self.server:
                 check_peer(session, self.tls_creds, self.host, self.tls_authz)
-            except TlsError as err:
-                self._tls_refused(err.desc)
-                return
+            else:
+                check_server(session, self.tls_creds, self.address.host)
+        except TlsError as err:
+            self._tls_refused(err.desc)
+            return
         self._opened()
         # Records that came with the last handshake flight.
         if self._tls is session:

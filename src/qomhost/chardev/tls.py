@@ -15,6 +15,10 @@ distinguished name, written as GnuTLS writes it
 object. With ``verify-peer=off`` nothing is checked, ``tls-authz``
 included, as in QEMU.
 
+A client (``-chardev socket,host=...,tls-creds=ID`` with client credentials)
+checks the server's certificate against ``ca-cert.pem`` and, after the
+handshake, against the host name it connected to (:func:`check_server`).
+
 This module imports :mod:`ssl`; only a chardev with ``tls-creds`` imports it.
 """
 
@@ -30,7 +34,15 @@ if TYPE_CHECKING:
     from qomhost.host import Host
     from qomhost.objects.tls import QCryptoTLSCredsX509
 
-__all__ = ["TlsError", "TlsSession", "check_peer", "priority_versions", "tls_context"]
+__all__ = [
+    "TlsError",
+    "TlsSession",
+    "check_peer",
+    "check_server",
+    "hostname_matches",
+    "priority_versions",
+    "tls_context",
+]
 
 _VERSIONS = {
     b"VERS-TLS1.0": ssl.TLSVersion.TLSv1,
@@ -157,7 +169,9 @@ def tls_context(creds: QCryptoTLSCredsX509, server: bool) -> ssl.SSLContext:
         # handshake (check_peer); without verify-peer it asks for none.
         ctx.verify_mode = ssl.CERT_OPTIONAL if creds.verify_peer else ssl.CERT_NONE
     else:
-        ctx.check_hostname = creds.verify_peer
+        # The host name is checked after the handshake (check_server), as
+        # GnuTLS checks it for QEMU: the server sees a complete handshake.
+        ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_REQUIRED if creds.verify_peer else ssl.CERT_NONE
     creds.contexts[key] = ctx
     return ctx
@@ -275,3 +289,81 @@ def check_peer(
         if not allowed:
             raise TlsError(f"TLS x509 authz check for {dn} is denied")
     return dn
+
+
+def _label_matches(pattern: str, label: str) -> bool:
+    """One DNS label against one pattern label that may hold a single ``*``."""
+    if "*" not in pattern:
+        return pattern == label
+    head, _star, tail = pattern.partition("*")
+    return (
+        "*" not in tail
+        and len(label) >= len(head) + len(tail)
+        and label.startswith(head)
+        and label.endswith(tail)
+    )
+
+
+def _dns_matches(pattern: str, hostname: str) -> bool:
+    """RFC 6125 matching, as GnuTLS does it: case-insensitive, and a wildcard
+    only in the leftmost label of a name with at least three labels."""
+    want = pattern.rstrip(".").lower().split(".")
+    have = hostname.rstrip(".").lower().split(".")
+    if len(want) != len(have) or not all(want):
+        return False
+    if any("*" in label for label in want[1:]):
+        return False
+    if "*" in want[0] and len(want) < 3:
+        return False
+    return _label_matches(want[0], have[0]) and want[1:] == have[1:]
+
+
+def hostname_matches(cert_der: bytes, hostname: str) -> bool:
+    """``gnutls_x509_crt_check_hostname``: does the certificate name ``hostname``?
+
+    An IP address must be one of the certificate's ``iPAddress`` names. A host
+    name must match a ``dNSName``, or, in a certificate without any, its
+    common name.
+    """
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_der_x509_certificate(cert_der)
+    except ValueError:
+        return False
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        names = None
+    try:
+        address = ipaddress.ip_address(hostname)
+    except ValueError:
+        address = None
+    if address is not None:
+        return names is not None and address in names.get_values_for_type(x509.IPAddress)
+    dns_names = names.get_values_for_type(x509.DNSName) if names is not None else []
+    if dns_names:
+        return any(_dns_matches(name, hostname) for name in dns_names)
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return len(common) == 1 and _dns_matches(str(common[0].value), hostname)
+
+
+def check_server(session: TlsSession, creds: QCryptoTLSCredsX509, hostname: str | None) -> None:
+    """Judge the server once the handshake is over, as QEMU's client does.
+
+    With ``verify-peer=on`` OpenSSL has verified the chain during the
+    handshake; what is left is the name: ``Certificate does not match the
+    hostname <host>`` raises :class:`TlsError`.
+    """
+    if not creds.verify_peer:
+        return
+    der = session.peer_certificate()
+    if der is None:
+        raise TlsError("No certificate peers")
+    if hostname is None:
+        raise TlsError("No hostname for certificate validation")
+    if not hostname_matches(der, hostname):
+        raise TlsError(f"Certificate does not match the hostname {hostname}")
