@@ -6,8 +6,10 @@ No case states what the answer should be: QEMU's own behaviour is the expectatio
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import pytest
 from harness import (
@@ -40,6 +42,8 @@ TYPES = (
     "authz-simple",
     "authz-list",
     "authz-list-file",
+    "tls-creds",
+    "tls-creds-x509",
 )
 CREATABLE = (
     "secret",
@@ -49,6 +53,7 @@ CREATABLE = (
     "authz-simple",
     "authz-list",
     "authz-list-file",
+    "tls-creds-x509",
 )
 COMMANDS = (
     "qmp_capabilities",
@@ -2063,6 +2068,493 @@ AUTHZ_HMP = [
 
 AUTHZ = [*AUTHZ_CLI, *AUTHZ_JSON, *AUTHZ_HELP, *AUTHZ_QMP, *AUTHZ_HMP]
 
+# --------------------------------------------------------------------------- tls-creds-x509
+# The credentials a TLS chardev needs, and the chardev options that name them. The
+# certificates are in tls/ (made by tls/make.sh with the openssl CLI); each case
+# copies the ones it needs into {tmp}, which is the object's dir. QEMU generates
+# 2048-bit DH parameters when a server's dir has no dh-params.pem (a second or
+# more), so the server cases bring them. Connections over TLS are compared in
+# tests/integration/test_tls_monitor.py.
+
+TLS_DATA = Path(__file__).with_name("tls")
+TX = "/objects/t"
+TLS_PROPS = (
+    "type",
+    "endpoint",
+    "dir",
+    "verify-peer",
+    "priority",
+    "sanity-check",
+    "passwordid",
+    "loaded",
+)
+TLS_SERVER_FILES: Mapping[str, str | bytes] = {
+    "ca-cert.pem": "ca-cert.pem",
+    "server-cert.pem": "server-cert.pem",
+    "server-key.pem": "server-key.pem",
+    "dh-params.pem": "dh-params.pem",
+}
+TLS_CLIENT_FILES: Mapping[str, str | bytes] = {
+    "ca-cert.pem": "ca-cert.pem",
+    "client-cert.pem": "client-cert.pem",
+    "client-key.pem": "client-key.pem",
+}
+TLS_SERVER = "tls-creds-x509,id=t,dir={tmp},endpoint=server"
+TLS_CLIENT = "tls-creds-x509,id=t,dir={tmp}"
+
+
+def tls_data(name: str) -> bytes:
+    return (TLS_DATA / name).read_bytes()
+
+
+def pem(der: bytes, label: str = "CERTIFICATE") -> bytes:
+    body = base64.encodebytes(der)
+    return f"-----BEGIN {label}-----\n".encode() + body + f"-----END {label}-----\n".encode()
+
+
+def der_of(name: str) -> bytes:
+    lines = tls_data(name).decode().strip().splitlines()
+    return base64.b64decode("".join(lines[1:-1]))
+
+
+def tls_dir(base: Mapping[str, str | bytes], **changes: str | bytes | None) -> dict[str, bytes]:
+    """The files of a credentials directory: ``base`` (file name -> a file in tls/,
+    or bytes), with ``changes`` (``server_cert="expired-cert.pem"``, ``dh_params=None``
+    to leave a file out, bytes for made-up contents)."""
+    chosen: dict[str, str | bytes | None] = dict(base)
+    for key, value in changes.items():
+        chosen[key.replace("_", "-") + ".pem"] = value
+    return {
+        name: tls_data(source) if isinstance(source, str) else source
+        for name, source in chosen.items()
+        if source is not None
+    }
+
+
+def tls_case(
+    name: str,
+    *specs: str,
+    files: Mapping[str, bytes],
+    script: tuple[ScriptItem, ...] = (),
+    note: str = "",
+) -> Case:
+    """``-object`` options (credentials first) and, by default, ``loaded`` of ``t``."""
+    return cli(name, *specs, script=script or (get(TX, "loaded"),), files=files, note=note)
+
+
+def tls_chardev(
+    name: str,
+    *args: str,
+    objs: Iterable[str] = (TLS_SERVER,),
+    files: Mapping[str, bytes] | None = None,
+    script: tuple[ScriptItem, ...] = (),
+    note: str = "",
+) -> Case:
+    """Credentials, then chardev/monitor options, under a QMP monitor on stdio."""
+    return Case(
+        name,
+        (*QMP, *objects(objs), *args),
+        (CAPS, *script),
+        files=srv() if files is None else files,
+        note=note,
+    )
+
+
+def srv(**changes: str | bytes | None) -> dict[str, bytes]:
+    """A server's credentials directory, with ``changes`` (see :func:`tls_dir`)."""
+    return tls_dir(TLS_SERVER_FILES, **changes)
+
+
+def cln(**changes: str | bytes | None) -> dict[str, bytes]:
+    """A client's credentials directory, with ``changes``."""
+    return tls_dir(TLS_CLIENT_FILES, **changes)
+
+
+GARBAGE = b"garbage\n"
+BAD_DER_PEM = pem(b"\0\0\0")
+CA_PEM = tls_data("ca-cert.pem")
+
+#: (case suffix, files) that fail, or pass, a server's sanity checks
+TLS_SERVER_CHECKS: list[tuple[str, dict[str, bytes]]] = [
+    ("expired", srv(server_cert="expired-cert.pem")),
+    ("not-yet-active", srv(server_cert="future-cert.pem")),
+    ("leaf-is-ca", srv(server_cert="leaf-ca-cert.pem")),
+    ("client-purpose-only", srv(server_cert="client-only-cert.pem")),
+    ("no-digital-signature", srv(server_cert="no-digital-signature-cert.pem")),
+    ("other-ca", srv(server_cert="other-ca-signed-cert.pem")),
+    ("sha1", srv(server_cert="sha1-cert.pem")),
+    ("ca-no-basic-constraints", srv(ca_cert="ca-nobc-cert.pem")),
+    ("ca-not-ca", srv(ca_cert="ca-notca-cert.pem")),
+    ("ca-no-cert-sign", srv(ca_cert="ca-nocertsign-cert.pem")),
+    ("cert-garbage", srv(server_cert=GARBAGE)),
+    ("cert-empty", srv(server_cert=b"")),
+    ("cert-der", srv(server_cert=der_of("server-cert.pem"))),
+    ("cert-bad-der", srv(server_cert=BAD_DER_PEM)),
+    ("cert-truncated", srv(server_cert=pem(der_of("server-cert.pem")[:200]))),
+    ("cert-nul-first", srv(server_cert=b"\0" + tls_data("server-cert.pem"))),
+    ("cert-junk-first", srv(server_cert=b"junk\n" + tls_data("server-cert.pem"))),
+    ("cert-with-chain", srv(server_cert=tls_data("server-cert.pem") + CA_PEM)),
+    ("ca-garbage", srv(ca_cert=GARBAGE)),
+    ("ca-empty", srv(ca_cert=b"")),
+    ("ca-list", srv(ca_cert=tls_data("other-ca-cert.pem") + CA_PEM)),
+    ("ca-list-trailing-text", srv(ca_cert=CA_PEM + GARBAGE)),
+    ("ca-list-bad-block", srv(ca_cert=CA_PEM + BAD_DER_PEM)),
+    ("key-mismatch", srv(server_key="mismatched-key.pem")),
+    ("key-garbage", srv(server_key=GARBAGE)),
+    ("key-empty", srv(server_key=b"")),
+    ("key-der", srv(server_key=der_of("server-key.pem"))),
+    ("key-encrypted", srv(server_key="server-key-encrypted.pem")),
+    ("dh-garbage", srv(dh_params=GARBAGE)),
+    ("crl-garbage", srv(ca_crl=GARBAGE)),
+    ("crl-empty", srv(ca_crl=b"")),
+]
+
+TLS_CLIENT_CHECKS: list[tuple[str, dict[str, bytes]]] = [
+    ("expired", cln(client_cert="expired-cert.pem")),
+    ("server-purpose-only", cln(client_cert="server-only-cert.pem")),
+    ("leaf-is-ca", cln(client_cert="leaf-ca-cert.pem")),
+    ("other-ca", cln(client_cert="other-ca-signed-cert.pem")),
+    ("cert-garbage", cln(client_cert=GARBAGE)),
+    ("ca-only", cln(client_cert=None, client_key=None)),
+    ("cert-only", cln(client_key=None)),
+    ("expired-cert-only", cln(client_cert="expired-cert.pem", client_key=None)),
+    ("key-only-garbage", cln(client_cert=None, client_key=GARBAGE)),
+    ("key-mismatch", cln(client_key="mismatched-key.pem")),
+    ("crl-ignored", cln(ca_crl=GARBAGE)),
+]
+
+#: the same files with sanity-check=off: GnuTLS's own loading decides
+TLS_UNCHECKED: list[tuple[str, dict[str, bytes]]] = [
+    ("expired", srv(server_cert="expired-cert.pem")),
+    ("ca-garbage", srv(ca_cert=GARBAGE)),
+    ("cert-garbage", srv(server_cert=GARBAGE)),
+    ("cert-empty", srv(server_cert=b"")),
+    ("cert-and-key-garbage", srv(server_cert=GARBAGE, server_key=GARBAGE)),
+    ("key-mismatch", srv(server_key="mismatched-key.pem")),
+    ("other-ca", srv(server_cert="other-ca-signed-cert.pem")),
+]
+
+TLS_CLI = [
+    tls_case(
+        "tls-x509-server",
+        TLS_SERVER,
+        files=srv(),
+        script=(qlist(TX), *(get(TX, prop) for prop in TLS_PROPS)),
+    ),
+    tls_case(
+        "tls-x509-client-defaults",
+        TLS_CLIENT,
+        files=cln(),
+        script=(qlist(TX), *(get(TX, prop) for prop in TLS_PROPS)),
+    ),
+    tls_case(
+        "tls-x509-server-no-dh-params",
+        TLS_SERVER,
+        files=srv(dh_params=None),
+        note="QEMU generates DH parameters (slow)",
+    ),
+    tls_case(
+        "tls-x509-all-props",
+        "tls-creds-x509,id=t,dir={tmp},endpoint=server,verify-peer=off,sanity-check=off,"
+        "priority=NORMAL:-VERS-TLS1.3",
+        files=srv(),
+        script=tuple(get(TX, prop) for prop in TLS_PROPS),
+    ),
+    tls_case("tls-x509-no-dir", "tls-creds-x509,id=t", files={}),
+    tls_case("tls-x509-no-dir-server", "tls-creds-x509,id=t,endpoint=server", files={}),
+    tls_case("tls-x509-missing-dir", "tls-creds-x509,id=t,dir={tmp}/nowhere", files={}),
+    tls_case("tls-x509-trailing-slash", "tls-creds-x509,id=t,dir={tmp}/nowhere/", files={}),
+    tls_case("tls-x509-empty-dir", "tls-creds-x509,id=t,dir=", files={}),
+    tls_case(
+        "tls-x509-server-missing-ca",
+        TLS_SERVER,
+        files=srv(ca_cert=None),
+    ),
+    tls_case(
+        "tls-x509-server-missing-cert",
+        TLS_SERVER,
+        files=srv(server_cert=None),
+    ),
+    tls_case(
+        "tls-x509-server-missing-key",
+        TLS_SERVER,
+        files=srv(server_key=None),
+    ),
+    tls_case("tls-x509-server-with-client-files", TLS_SERVER, files=cln()),
+    tls_case("tls-x509-client-with-server-files", TLS_CLIENT, files=srv()),
+    tls_case("tls-x509-endpoint-bad", TLS_CLIENT + ",endpoint=both", files={}),
+    tls_case("tls-x509-endpoint-case", TLS_CLIENT + ",endpoint=Server", files={}),
+    tls_case("tls-x509-verify-peer-bad", TLS_CLIENT + ",verify-peer=maybe", files={}),
+    tls_case("tls-x509-sanity-check-bad", TLS_CLIENT + ",sanity-check=2", files={}),
+    tls_case(
+        "tls-x509-loaded",
+        TLS_CLIENT + ",loaded=on",
+        files=cln(),
+        note="in QAPI, not writable in QOM",
+    ),
+    tls_case("tls-x509-unknown-key", TLS_CLIENT + ",bogus=1", files={}),
+    tls_case("tls-x509-abstract", "tls-creds,id=t,dir={tmp}", files={}),
+    tls_case("tls-x509-missing-id", "tls-creds-x509,dir={tmp}", files={}),
+    tls_case("tls-x509-bad-id", "tls-creds-x509,id=1t,dir={tmp}", files={}),
+    tls_case(
+        "tls-x509-duplicate-id",
+        TLS_CLIENT,
+        TLS_CLIENT,
+        files=cln(),
+    ),
+    *(
+        tls_case(f"tls-x509-server-check-{suffix}", TLS_SERVER, files=files)
+        for suffix, files in TLS_SERVER_CHECKS
+    ),
+    *(
+        tls_case(f"tls-x509-client-check-{suffix}", TLS_CLIENT, files=files)
+        for suffix, files in TLS_CLIENT_CHECKS
+    ),
+    *(
+        tls_case(f"tls-x509-unchecked-{suffix}", TLS_SERVER + ",sanity-check=off", files=files)
+        for suffix, files in TLS_UNCHECKED
+    ),
+    tls_case(
+        "tls-x509-passwordid",
+        "secret,id=pw,data=letmein",
+        TLS_SERVER + ",passwordid=pw",
+        files=srv(server_key="server-key-encrypted.pem"),
+        script=(get(TX, "loaded"), get(TX, "passwordid")),
+    ),
+    tls_case(
+        "tls-x509-passwordid-wrong",
+        "secret,id=pw,data=nope",
+        TLS_SERVER + ",passwordid=pw",
+        files=srv(server_key="server-key-encrypted.pem"),
+    ),
+    tls_case(
+        "tls-x509-passwordid-plain-key",
+        "secret,id=pw,data=letmein",
+        TLS_SERVER + ",passwordid=pw",
+        files=srv(),
+    ),
+    tls_case(
+        "tls-x509-passwordid-missing",
+        TLS_SERVER + ",passwordid=pw",
+        files=srv(server_key="server-key-encrypted.pem"),
+    ),
+    tls_case(
+        "tls-x509-passwordid-not-secret",
+        "authz-simple,id=pw,identity=x",
+        TLS_SERVER + ",passwordid=pw",
+        files=srv(),
+    ),
+    tls_case(
+        "tls-x509-passwordid-not-utf8",
+        "secret,id=pw,data=/w==,format=base64",
+        TLS_SERVER + ",passwordid=pw",
+        files=srv(),
+    ),
+    tls_case(
+        "tls-x509-passwordid-unused",
+        TLS_CLIENT + ",passwordid=nosuch",
+        files=cln(client_key=None),
+        note="the secret is looked up only when there is a key to decrypt",
+    ),
+    tls_case(
+        "tls-x509-passwordid-sanity-first",
+        TLS_SERVER + ",passwordid=nosuch",
+        files=srv(server_cert="expired-cert.pem"),
+    ),
+]
+
+TLS_JSON_HEAD = '{"qom-type":"tls-creds-x509","id":"t"'
+TLS_JSON = [
+    tls_case(
+        "tls-x509-json",
+        '{"qom-type":"tls-creds-x509","id":"t","dir":"{tmp}","endpoint":"server",'
+        '"verify-peer":false,"sanity-check":true,"priority":"NORMAL"}',
+        files=srv(),
+        script=tuple(get(TX, prop) for prop in TLS_PROPS),
+    ),
+    tls_case(
+        "tls-x509-json-types",
+        '{"qom-type":"tls-creds-x509","id":"t","dir":1,"verify-peer":"yes"}',
+        files={},
+    ),
+    tls_case("tls-x509-json-endpoint-int", TLS_JSON_HEAD + ',"endpoint":1}', files={}),
+    tls_case("tls-x509-json-loaded", TLS_JSON_HEAD + ',"loaded":true}', files={}),
+]
+
+TLS_HELP = [
+    bare("help-tls-creds-x509", "-object", "tls-creds-x509,help"),
+    bare("help-tls-creds", "-object", "tls-creds,help"),
+]
+
+#: each member given a value of the wrong type, one fewer each time: QAPI's member order
+_TLS_BAD_TYPES = (
+    "verify-peer",
+    "dir",
+    "endpoint",
+    "priority",
+    "loaded",
+    "sanity-check",
+    "passwordid",
+)
+
+TLS_QMP = [
+    qmp(
+        "tls-x509-qmp",
+        add("tls-creds-x509", "t", dir="{tmp}", endpoint="server"),
+        *(get(TX, prop) for prop in TLS_PROPS),
+        qset(TX, "endpoint", "client"),
+        qset(TX, "endpoint", "x"),
+        qset(TX, "verify-peer", False),
+        qset(TX, "verify-peer", "x"),
+        qset(TX, "dir", "/nowhere"),
+        qset(TX, "priority", "SECURE128"),
+        qset(TX, "sanity-check", False),
+        qset(TX, "passwordid", "zz"),
+        qset(TX, "loaded", False),
+        *(get(TX, prop) for prop in TLS_PROPS),
+        qlist(TX),
+        ex("object-del", id="t"),
+        ex("object-del", id="t"),
+        add("tls-creds-x509", "t", dir="{tmp}"),
+        get(TX, "endpoint"),
+        files=srv(client_cert="client-cert.pem", client_key="client-key.pem"),
+    ),
+    qmp(
+        "tls-x509-qmp-errors",
+        *(
+            add("tls-creds-x509", "t", **{name: 1 for name in reversed(_TLS_BAD_TYPES[i:])})
+            for i in range(len(_TLS_BAD_TYPES))
+        ),
+        add("tls-creds-x509", "t"),
+        add("tls-creds-x509", "t", dir="{tmp}", endpoint="server"),
+        add("tls-creds-x509", "t", dir="{tmp}", bogus=1),
+        add("tls-creds", "t", dir="{tmp}"),
+        qlist("/objects"),
+        files=cln(),
+    ),
+    qmp(
+        "tls-qom-list-types",
+        ex("qom-list-types", implements="tls-creds"),
+        ex("qom-list-types", implements="tls-creds", abstract=True),
+        ex("qom-list-types", implements="tls-creds-x509"),
+        normalize=TYPE_LIST,
+    ),
+    qmp(
+        "tls-qom-list-properties",
+        ex("qom-list-properties", typename="tls-creds-x509"),
+        ex("qom-list-properties", typename="tls-creds"),
+    ),
+    qmp(
+        "tls-x509-hmp",
+        hmc("object_add tls-creds-x509,id=t,dir={tmp}"),
+        hmc("qom-get /objects/t endpoint"),
+        hmc("qom-get /objects/t loaded"),
+        hmc("qom-set /objects/t verify-peer off"),
+        hmc("qom-get /objects/t verify-peer"),
+        hmc("info qom-tree /objects"),
+        hmc("object_add tls-creds-x509,id=u,dir={tmp}/nowhere"),
+        hmc("object_add tls-creds-x509,help"),
+        hmc("object_add tls-creds,help"),
+        hmc("object_del t"),
+        files=cln(),
+    ),
+]
+
+#: a server chardev on an ephemeral port, with the credentials t and a QMP monitor
+TLS_LISTEN = "socket,id=m,host=127.0.0.1,port=0,server=on,wait=off"
+TLS_UNIX = "socket,id=m,path={tmp}/s,server=on,wait=off"
+
+TLS_CHARDEV = [
+    tls_chardev(
+        "tls-chardev-server",
+        "-chardev", TLS_LISTEN + ",tls-creds=t,tls-authz=nosuch",
+        "-mon", "chardev=m,mode=control",
+        script=(
+            get("/chardevs/m", "connected"),
+            qlist("/chardevs/m"),
+            ex("object-del", id="t"),
+            qlist("/objects"),
+            get("/chardevs/m", "connected"),
+        ),
+        note="object-del of credentials in use succeeds; the chardev keeps them",
+    ),
+    tls_chardev("tls-chardev-unknown-creds", "-chardev", TLS_LISTEN + ",tls-creds=nosuch"),
+    tls_chardev("tls-chardev-empty-creds-id", "-chardev", TLS_LISTEN + ",tls-creds="),
+    tls_chardev(
+        "tls-chardev-not-creds",
+        "-chardev", TLS_LISTEN + ",tls-creds=s",
+        objs=("secret,id=s,data=x",),
+        files={},
+    ),
+    tls_chardev(
+        "tls-chardev-client-creds-on-server",
+        "-chardev", TLS_LISTEN + ",tls-creds=t",
+        objs=(TLS_CLIENT,),
+        files=cln(),
+    ),
+    tls_chardev(
+        "tls-chardev-server-creds-on-client",
+        "-chardev", "socket,id=m,host=127.0.0.1,port=1,tls-creds=t",
+    ),
+    tls_chardev(
+        "tls-chardev-client-refused",
+        "-chardev", "socket,id=m,host=127.0.0.1,port=1,tls-creds=t,tls-authz=a",
+        objs=(TLS_CLIENT,),
+        files=cln(),
+        note="tls-authz is accepted, and unused, on a client",
+    ),
+    tls_chardev("tls-chardev-unix", "-chardev", TLS_UNIX + ",tls-creds=t"),
+    tls_chardev(
+        "tls-chardev-unix-unknown-creds",
+        "-chardev", TLS_UNIX + ",tls-creds=nosuch",
+    ),
+    tls_chardev(
+        "tls-chardev-unix-client-creds",
+        "-chardev", TLS_UNIX + ",tls-creds=t",
+        objs=(TLS_CLIENT,),
+        files=cln(),
+    ),
+    tls_chardev("tls-chardev-authz-without-creds", "-chardev", TLS_LISTEN + ",tls-authz=a"),
+    tls_chardev(
+        "tls-chardev-unix-authz-without-creds",
+        "-chardev", TLS_UNIX + ",tls-authz=a",
+    ),
+    tls_chardev(
+        "tls-chardev-legacy-qmp",
+        "-qmp", "tcp:127.0.0.1:0,server=on,wait=off,tls-creds=t,tls-authz=a",
+        script=(get("/chardevs/compat_monitor1", "connected"),),
+    ),
+    tls_chardev(
+        "tls-chardev-legacy-qmp-unknown-creds",
+        "-qmp", "tcp:127.0.0.1:0,server=on,wait=off,tls-creds=nosuch",
+    ),
+    tls_chardev(
+        "tls-chardev-legacy-qmp-unix",
+        "-qmp", "unix:{tmp}/s,server=on,wait=off,tls-creds=t",
+    ),
+    tls_chardev(
+        "tls-chardev-legacy-monitor",
+        "-monitor", "tcp:127.0.0.1:0,server=on,wait=off,tls-creds=nosuch",
+    ),
+]  # fmt: skip
+
+TLS_CHARDEV.append(
+    Case(
+        "tls-chardev-stdio-takes-tls-keys",
+        (
+            *BASE,
+            "-chardev",
+            "stdio,id=c,tls-creds=nosuch,tls-authz=x",
+            "-mon",
+            "chardev=c,mode=control",
+        ),
+        (CAPS, ex("query-name")),
+        note="QEMU's -chardev options are one list for every backend; stdio ignores these",
+    )
+)
+
+TLS = [*TLS_CLI, *TLS_JSON, *TLS_HELP, *TLS_QMP, *TLS_CHARDEV]
+
 CASES: list[Case] = [
     *CLI_SYNTAX,
     *CLI_JSON,
@@ -2076,6 +2568,7 @@ CASES: list[Case] = [
     *AES,
     *IOTHREAD,
     *AUTHZ,
+    *TLS,
 ]
 
 _names = [c.name for c in CASES]
