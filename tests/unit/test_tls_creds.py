@@ -8,6 +8,7 @@ chardev drives from its fd handlers.
 
 from __future__ import annotations
 
+import json
 import shutil
 import ssl
 import subprocess
@@ -317,3 +318,43 @@ def test_credentials_do_not_import_ssl(tmp_path: Path) -> None:
     d = creds_dir(tmp_path, SERVER_FILES)
     creds = f"tls-creds-x509,id=tls0,dir={d},endpoint=server"
     assert loaded_modules("-object", creds) == ["cryptography"]
+
+
+# --------------------------------------------------------------------------- qomctl
+
+
+def run_qomctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from qomhost.cli.qomctl import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["authz", "check", *argv])
+    out, err = capsys.readouterr()
+    assert isinstance(info.value.code, int)
+    return info.value.code, out, err
+
+
+def test_qomctl_check_with_a_certificate(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--cert`` prints the identity QEMU would check, then the verdict."""
+    cert = str(DATA / "client-cert.pem")
+    rule = json.dumps(
+        {
+            "qom-type": "authz-list",
+            "id": "a",
+            "rules": [{"match": "*CN=client", "policy": "allow", "format": "glob"}],
+        }
+    )
+    assert run_qomctl(capsys, rule, "--cert", cert) == (
+        0,
+        f"identity: {CLIENT_DN}\n"
+        'allow: rule 0 matched (match "*CN=client", format glob, policy allow)\n',
+        "",
+    )
+    assert run_qomctl(capsys, "authz-simple,id=a,identity=CN=client", "--cert", cert)[:2] == (
+        1,
+        f'identity: {CLIENT_DN}\ndeny: the allowed identity is "CN=client"\n',
+    )
+    assert run_qomctl(capsys, "authz-simple,id=a,identity=x", "--cert", str(DATA / "make.sh")) == (
+        2,
+        "",
+        f"qomctl: {DATA / 'make.sh'}: ASN1 parser: Error in DER parsing.\n",
+    )

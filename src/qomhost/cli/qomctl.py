@@ -21,6 +21,14 @@ one identity, saying which rule decided::
           'CN=laptop.example.com,O=Example Org'
     allow: rule 2 matched (match "CN=*.example.com,*", format glob, policy allow)
 
+With ``--cert`` the identity is a TLS client certificate's distinguished
+name, written as QEMU writes it for ``tls-authz`` (GnuTLS's spelling, in the
+certificate's own order), and printed first::
+
+    $ qomctl authz check authz-simple,id=a,identity=CN=fred --cert client-cert.pem
+    identity: C=GB,L=London,O=Example Org,CN=fred
+    deny: the allowed identity is "CN=fred"
+
 It exits with 0 when the identity is allowed, 1 when it is denied, and 2
 when the object cannot be created (QEMU's message is printed) or cannot
 decide.
@@ -182,6 +190,22 @@ def _authz_verdict(obj: object, identity: str) -> tuple[bool, str]:
     return allowed, type(obj).__name__
 
 
+def _certificate_identity(path: str) -> str:
+    """The subject of the first certificate in a PEM (or DER) file, as QEMU's
+    TLS code hands it to ``tls-authz``."""
+    import ssl
+
+    from qomhost.crypto.x509dn import subject_dn
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        start = data.index(b"-----BEGIN CERTIFICATE-----")
+        end = data.find(b"-----END CERTIFICATE-----", start)
+        data = ssl.PEM_cert_to_DER_cert(data[start : end + 25].decode("ascii"))
+    return subject_dn(data)
+
+
 def cmd_authz_check(args: argparse.Namespace) -> int:
     """Create the authz object described by ``args.object`` and ask it about the identity."""
     from qomhost.cli.objectopts import parse_object_cli
@@ -189,6 +213,17 @@ def cmd_authz_check(args: argparse.Namespace) -> int:
     from qomhost.objects.authz.base import QAuthZ
     from qomhost.qapi.opts import OptsList
 
+    identity = args.identity
+    if args.cert is not None:
+        try:
+            identity = _certificate_identity(args.cert)
+        except OSError as exc:
+            sys.stderr.write(f"qomctl: {args.cert}: {exc.strerror}\n")
+            return AUTHZ_ERROR
+        except ValueError as exc:  # not a certificate, or a name GnuTLS cannot write
+            sys.stderr.write(f"qomctl: {args.cert}: {exc}\n")
+            return AUTHZ_ERROR
+        sys.stdout.write(f"identity: {identity}\n")
     host = Host()
     try:
         warnings: list[str] = []
@@ -201,7 +236,7 @@ def cmd_authz_check(args: argparse.Namespace) -> int:
         obj = host.create_object(spec.type_name, spec.ident, spec.props)
         if not isinstance(obj, QAuthZ):
             raise QemuError(f"Object '{spec.ident}' is not a QAuthZ subclass")
-        allowed, why = _authz_verdict(obj, args.identity)
+        allowed, why = _authz_verdict(obj, identity)
     except QemuError as err:
         sys.stderr.write(f"qomctl: {err.desc}\n")
         if err.hint:
@@ -272,14 +307,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OBJECT-OPTIONS",
         help="an -object argument, e.g. authz-list-file,id=a,filename=/etc/acl.json, or JSON",
     )
-    check.add_argument("identity", metavar="IDENTITY", help="e.g. a certificate's DN")
-    check.set_defaults(func=cmd_authz_check)
+    check.add_argument("identity", metavar="IDENTITY", nargs="?", help="e.g. a certificate's DN")
+    check.add_argument(
+        "--cert",
+        metavar="FILE",
+        help="take IDENTITY from this PEM certificate's subject, as QEMU's TLS code writes it",
+    )
+    check.set_defaults(func=cmd_authz_check, check_parser=check)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     args = _parser().parse_args(argv)
+    check_parser = getattr(args, "check_parser", None)
+    if check_parser is not None and (args.identity is None) == (args.cert is None):
+        check_parser.error("give IDENTITY or --cert FILE (one of them)")
     try:
         status = args.func(args)
     except QemuError as err:
