@@ -133,6 +133,7 @@ def parse_object_keyval(text: str) -> tuple[str, str, dict[str, object]] | str:
     ident = args["id"]
     if not isinstance(ident, str):
         raise QemuError("Invalid parameter type for 'id', expected: string")
+
     def convert(kind: Kind, name: str, value: object) -> object:
         if isinstance(value, str):
             return kind.from_keyval(name, value)
@@ -162,4 +163,3 @@ def keyval_tree_to(kind: Kind, name: str, value: object) -> object:
     if isinstance(kind, (ScalarKind, EnumKind)):
         raise QemuError(f"Parameters '{name}.*' are unexpected")
     return kind.from_json(name, value)
-
