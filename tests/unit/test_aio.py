@@ -430,3 +430,33 @@ def test_no_polling_without_a_max(ctx: AioContext) -> None:
 def test_close_twice(ctx: AioContext) -> None:
     ctx.close()
     ctx.close()
+
+
+def test_polling_yields_the_gil_every_poll_yield_ns(
+    ctx: AioContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy-polling window lets other threads run: ``sched_yield()`` about
+    every ``poll_yield_ns``, and never with ``poll_yield_ns = 0``."""
+    import qomhost.aio.context as context_module
+
+    yields: list[int] = []
+    monkeypatch.setattr(context_module.os, "sched_yield", lambda: yields.append(1))
+    ctx.clock = StepClock(step=1000)
+    ctx.set_poll_params(100000, 0, 0)
+    polled = _Polled(ctx, ready_on=None)
+    try:
+        ctx.run_once(blocking=False)  # take the wake-up set_poll_params sent
+        ctx.poll_ns = 40000
+        polled.notifier.set()
+        ctx.run_once()
+        # 40 us of polling at 1 us per clock read, a yield every 4 us
+        assert 8 <= len(yields) <= 11
+        yields.clear()
+        ctx.poll_yield_ns = 0
+        ctx.poll_ns = 40000
+        polled.notifier.set()
+        ctx.run_once()
+        assert yields == []
+    finally:
+        ctx.set_event_notifier(polled.notifier, None)
+        polled.notifier.close()
