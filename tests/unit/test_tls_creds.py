@@ -13,6 +13,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from qomhost.chardev.tls import (
 )
 from qomhost.errors import QemuError
 from qomhost.host import Host
+from qomhost.objects.authz.base import authz_is_allowed_by_id
 from qomhost.objects.tls import QCryptoTLSCredsX509
 
 DATA = Path(__file__).resolve().parents[1] / "differential" / "tls"
@@ -223,13 +225,18 @@ def client_context(with_cert: bool = True) -> ssl.SSLContext:
     return ctx
 
 
+def authorize(host: Host, authz_id: str) -> Callable[[str], bool]:
+    """The ``tls-authz`` check the command line gives a chardev."""
+    return lambda dn: authz_is_allowed_by_id(host, authz_id, dn)
+
+
 def test_allowed_client_in_memory(tmp_path: Path) -> None:
     host = Host()
     host.add_object("authz-simple", "auth0", identity=CLIENT_DN)
     creds = server_creds(host, tmp_path)
     srv, cli = connect(creds, client_context())
     assert srv.established and cli.established
-    assert check_peer(srv, creds, host, "auth0") == CLIENT_DN
+    assert check_peer(srv, creds, authorize(host, "auth0")) == CLIENT_DN
     # Records flow both ways once the peer is accepted.
     cli.receive(srv.encrypt(b"greeting"))
     assert cli.read() == b"greeting"
@@ -253,7 +260,7 @@ def test_refused_client_in_memory(
     creds = server_creds(host, tmp_path)
     srv, _cli = connect(creds, client_context())
     with pytest.raises(TlsError) as info:
-        check_peer(srv, creds, host, authz_id)
+        check_peer(srv, creds, authorize(host, authz_id))
     assert info.value.desc == reason
 
 
@@ -263,10 +270,10 @@ def test_client_without_certificate(tmp_path: Path) -> None:
     srv, _cli = connect(creds, client_context(with_cert=False))
     assert srv.established
     with pytest.raises(TlsError, match=r"^No certificate peers$"):
-        check_peer(srv, creds, host, None)
+        check_peer(srv, creds, None)
     creds.verify_peer = False
     srv, _cli = connect(creds, client_context(with_cert=False))
-    assert check_peer(srv, creds, host, "nosuch") is None
+    assert check_peer(srv, creds, authorize(host, "nosuch")) is None
 
 
 def test_client_side_checks_the_host_name(tmp_path: Path) -> None:
@@ -285,7 +292,7 @@ def test_client_side_checks_the_host_name(tmp_path: Path) -> None:
     with pytest.raises(TlsError, match=r"^Certificate does not match the hostname elsewhere$"):
         check_server(cli, client, "elsewhere")
     # The client presented its certificate to the server.
-    assert check_peer(srv, server, host, None) == CLIENT_DN
+    assert check_peer(srv, server, None) == CLIENT_DN
 
 
 # --------------------------------------------------------------------------- imports

@@ -30,9 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from qomhost.chardev.tls import TlsSession
-    from qomhost.host import Host
-    from qomhost.objects.tls import QCryptoTLSCredsX509
+    from qomhost.chardev.tls import Authorize, TlsCredentials, TlsSession
 
 __all__ = ["ChardevSocket", "SocketAddress"]
 
@@ -94,11 +92,10 @@ class ChardevSocket(Chardev):
         self._fds: list[int] = []
         self._reconnect_timer: Any = None
         self._finalized = False
-        #: TLS credentials (``tls-creds``), and the ``tls-authz`` object's id
-        self.tls_creds: QCryptoTLSCredsX509 | None = None
-        self.tls_authz: str | None = None
-        #: where ``tls-authz`` is looked up, at each check (as QEMU does)
-        self.host: Host | None = None
+        #: TLS credentials (``tls-creds``), and the ``tls-authz`` check: it
+        #: gets a client's DN and looks the authz object up each time, as QEMU does
+        self.tls_creds: TlsCredentials | None = None
+        self.tls_authorize: Authorize | None = None
         self._tls: TlsSession | None = None
         #: why the last TLS peer was refused (also logged)
         self.tls_failure: str | None = None
@@ -246,7 +243,7 @@ class ChardevSocket(Chardev):
         assert self.tls_creds is not None
         try:
             if self.server:
-                check_peer(session, self.tls_creds, self.host, self.tls_authz)
+                check_peer(session, self.tls_creds, self.tls_authorize)
             else:
                 check_server(session, self.tls_creds, self.address.host)
         except TlsError as err:

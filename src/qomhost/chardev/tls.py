@@ -29,10 +29,34 @@ import ssl
 
 from qomhost.errors import QemuError
 
+# Protocols for the type checker only (typing is not imported at run time).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from qomhost.host import Host
-    from qomhost.objects.tls import QCryptoTLSCredsX509
+    from collections.abc import Callable
+    from typing import Protocol
+
+    class TlsMaterial(Protocol):
+        """What credentials loaded (``qomhost.objects.tls.X509Material``)."""
+
+        ca_der: list[bytes]
+        chain_pem: bytes | None
+        key_pem: bytes | None
+        crl_pem: bytes | None
+        dh_pem: bytes | None
+
+    class TlsCredentials(Protocol):
+        """What a TLS chardev reads from its credentials (``tls-creds-x509``)."""
+
+        endpoint: str
+        verify_peer: bool
+        priority: str | None
+        contexts: dict[object, object]
+
+        @property
+        def material(self) -> TlsMaterial | None: ...
+
+    #: asks the ``tls-authz`` object about a DN; raises QemuError if it cannot tell
+    Authorize = Callable[[str], bool]
 
 __all__ = [
     "TlsError",
@@ -124,7 +148,7 @@ def _memfd(data: bytes) -> int:
     return fd
 
 
-def tls_context(creds: QCryptoTLSCredsX509, server: bool) -> ssl.SSLContext:
+def tls_context(creds: TlsCredentials, server: bool) -> ssl.SSLContext:
     """The :class:`ssl.SSLContext` for one side of a connection, as ``creds`` say.
 
     Built from what the credentials loaded at completion (not the files as
@@ -257,15 +281,17 @@ class TlsSession:
 
 
 def check_peer(
-    session: TlsSession, creds: QCryptoTLSCredsX509, host: Host | None, authz_id: str | None
+    session: TlsSession, creds: TlsCredentials, authorize: Authorize | None
 ) -> str | None:
     """Judge a client once the handshake is over; returns its DN, or raises :class:`TlsError`.
 
-    The checks and their messages are QEMU's (``qcrypto_tls_session_check_certificate``):
-    ``No certificate peers``, ``Cannot get client distinguished name: ...``,
-    ``TLS x509 authz check for <DN> is denied``, or the authz object's own error
-    (``Cannot find QAuthZ object ID auth0``). ``None`` means nothing was checked
-    (``verify-peer=off``).
+    ``authorize`` is the ``tls-authz`` check (``None`` without ``tls-authz``): it
+    gets the DN and answers, or raises :class:`~qomhost.errors.QemuError` when it
+    cannot tell. The checks and their messages are QEMU's
+    (``qcrypto_tls_session_check_certificate``): ``No certificate peers``,
+    ``Cannot get client distinguished name: ...``, ``TLS x509 authz check for <DN>
+    is denied``, or the authz object's own error (``Cannot find QAuthZ object ID
+    auth0``). ``None`` means nothing was checked (``verify-peer=off``).
     """
     if not creds.verify_peer:
         return None
@@ -278,12 +304,9 @@ def check_peer(
         dn = subject_dn(der)
     except DNError as exc:
         raise TlsError(f"Cannot get client distinguished name: {exc}") from None
-    if authz_id is not None:
-        assert host is not None
-        from qomhost.objects.authz.base import authz_is_allowed_by_id
-
+    if authorize is not None:
         try:
-            allowed = authz_is_allowed_by_id(host, authz_id, dn)
+            allowed = authorize(dn)
         except QemuError as err:
             raise TlsError(err.desc) from None
         if not allowed:
@@ -351,7 +374,7 @@ def hostname_matches(cert_der: bytes, hostname: str) -> bool:
     return len(common) == 1 and _dns_matches(str(common[0].value), hostname)
 
 
-def check_server(session: TlsSession, creds: QCryptoTLSCredsX509, hostname: str | None) -> None:
+def check_server(session: TlsSession, creds: TlsCredentials, hostname: str | None) -> None:
     """Judge the server once the handshake is over, as QEMU's client does.
 
     With ``verify-peer=on`` OpenSSL has verified the chain during the

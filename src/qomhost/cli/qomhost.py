@@ -432,8 +432,15 @@ def _configure_tls(host: object, sock: object, creds_id: str | None, authz_id: s
         sock.tls_creds = creds
     if authz_id is not None and creds_id is None:
         raise QemuError("'tls_authz' option requires 'tls_creds' option")
-    sock.tls_authz = authz_id
-    sock.host = host
+    if authz_id is not None:
+
+        def authorize(dn: str) -> bool:
+            # By id at each check: the object may be replaced or deleted meanwhile.
+            from qomhost.objects.authz.base import authz_is_allowed_by_id
+
+            return authz_is_allowed_by_id(host, authz_id, dn)
+
+        sock.tls_authorize = authorize
 
 
 def _create_objects(host: object, plan: _Plan, rep: _Reporter, late: bool) -> None:
