@@ -488,19 +488,24 @@ _PLAIN_MAX_LEN: Final = MAX_TOKEN_COUNT
 
 
 def _max_depth(segment: str) -> int:
-    """The deepest nesting of brackets in plain JSON text, strings skipped.
+    """The deepest nesting of brackets in plain (ASCII) JSON text.
 
-    QEMU limits the depth, not the number, of open brackets; counting is
-    a cheap first filter that a long list of small objects (an authz rule
-    file) fails, so such text is measured properly before it is sent down
-    the slow exact path.
+    QEMU limits the depth, not the number, of open brackets; counting them
+    is a cheap first filter that a long list of small objects (an authz
+    rule file) fails, so such text is measured properly before it is sent
+    down the slow exact path. Strings are cut out first: escaped
+    backslashes and quotes go, then everything but brackets and quotes,
+    then whatever lies between two quotes.
     """
     import re
     from itertools import accumulate
 
-    structure = re.sub(r'"(?:[^"\\]|\\.)*"', "", segment)
-    steps = [1 if c in "{[" else -1 for c in re.findall(r"[][{}]", structure)]
-    return max(accumulate(steps), default=0)
+    raw = segment.encode("ascii").replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = re.sub(rb'"[^"]*"', b"", raw.translate(None, _NOT_STRUCTURAL))
+    return max(accumulate(1 if c in b"{[" else -1 for c in skeleton), default=0)
+
+
+_NOT_STRUCTURAL = bytes(c for c in range(256) if c not in b'{}[]"')
 
 
 def _maybe_not_plain(segment: str) -> bool:
