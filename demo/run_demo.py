@@ -53,6 +53,16 @@ def run(work: Path) -> int:
     secret = sh(f'printf "letmein" | openssl enc -aes-256-cbc -a -K {key} -iv {iv}', work)
     iv_b64 = (work / "iv.b64").read_text().strip()
 
+    # The seed's rule file, less the trailing comma after the last rule,
+    # which QEMU's JSON parser (and so qomhost's) rejects.
+    (work / "vnc-sasl.acl").write_text(
+        '{ "rules": [\n'
+        '    { "match": "fred", "policy": "allow", "format": "exact" },\n'
+        '    { "match": "bob", "policy": "allow", "format": "exact" },\n'
+        '    { "match": "danb", "policy": "deny", "format": "glob" },\n'
+        '    { "match": "dan*", "policy": "allow", "format": "exact" }\n'
+        '  ],\n  "policy": "deny" }\n'
+    )
     sock = work / "qmp.sock"
     argv = [
         str(BIN / "qomhost"),
@@ -64,6 +74,9 @@ def run(work: Path) -> int:
         "-object", f"secret,id=sec2,keyid=secmaster0,format=base64,data={secret},iv={iv_b64}",
         "-object", "iothread,id=iothread1,poll-max-ns=32768,poll-grow=0,poll-shrink=0,"
                    "aio-max-batch=0",
+        "-object", "authz-simple,id=auth0,identity=CN=laptop.example.com,,O=Example Org,,"
+                   "L=London,,ST=London,,C=GB",
+        "-object", f"authz-listfile,id=auth1,filename={work}/vnc-sasl.acl,refresh=on",
     ]  # fmt: skip
     print("\n== starting qomhost")
     print("  $ " + " ".join(argv[:1] + [a if " " not in a else repr(a) for a in argv[1:]]))
@@ -108,6 +121,8 @@ def run(work: Path) -> int:
                                  "format": "base64"})  # fmt: skip
         execute("object-del", id="sec0")
         execute("query-iothreads")
+        execute("qom-get", path="/objects/auth0", property="identity")
+        execute("qom-list", path="/objects/auth1")
         print("\n== HMP")
         hmp("qom-set /objects/iothread1 poll-max-ns 100000")
         hmp("info iothreads")
@@ -124,6 +139,15 @@ def run(work: Path) -> int:
             proc.kill()
             proc.wait()
     print(f"\nqomhost exited with status {status}")
+    print("\n== who may use the VNC service (the seed's rule file)")
+    for identity in ("fred", "bob", "danb", "dan*", "dave"):
+        check = subprocess.run(
+            [str(BIN / "qomctl"), "authz", "check",
+             f"authz-list-file,id=a,filename={work}/vnc-sasl.acl", identity],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        print(f"  $ qomctl authz check authz-list-file,id=a,filename=vnc-sasl.acl {identity!r}")
+        print("    " + (check.stdout or check.stderr).strip())
     return status
 
 
