@@ -8,7 +8,7 @@ own ``__init__``; it gets equality, hashing and a ``repr`` from them.
 
 from __future__ import annotations
 
-__all__ = ["Record"]
+__all__ = ["FrozenRecord", "Record"]
 
 
 class Record:
@@ -32,3 +32,20 @@ class Record:
     def __repr__(self) -> str:
         args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
         return f"{type(self).__name__}({args})"
+
+
+class FrozenRecord(Record):
+    """A :class:`Record` whose fields cannot be rebound after ``__init__``
+    (which sets them with :meth:`_init`)."""
+
+    __slots__ = ()
+
+    def _init(self, *values: object) -> None:
+        for name, value in zip(self._fields, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import struct
 
-from qomhost._record import Record
+from qomhost._record import FrozenRecord
 from qomhost.errors import QemuError
 
 __all__ = [
@@ -256,22 +256,6 @@ class VirtioCryptoError(QemuError):
         self.status = status
 
 
-class _Frozen(Record):
-    """A :class:`Record` whose fields cannot be rebound after ``__init__``."""
-
-    __slots__ = ()
-
-    def _init(self, *values: object) -> None:
-        for name, value in zip(self._fields, values, strict=True):
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-
 def _need(data: bytes, size: int, what: str) -> None:
     if len(data) < size:
         raise VirtioCryptoError(f"virtio-crypto {what} too short: {len(data)} < {size} bytes")
@@ -293,7 +277,7 @@ _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 
 
-class CtrlHeader(_Frozen):
+class CtrlHeader(FrozenRecord):
     """``virtio_crypto_ctrl_header``: what the control request is about."""
 
     __slots__ = ("algo", "flag", "opcode", "queue_id")
@@ -310,7 +294,7 @@ class CtrlHeader(_Frozen):
         return _CTRL_HDR.pack(self.opcode, self.algo, self.flag, self.queue_id)
 
 
-class SymCipherSession(_Frozen):
+class SymCipherSession(FrozenRecord):
     """A cipher-only symmetric session: algorithm, key, direction."""
 
     __slots__ = ("algo", "key", "op")
@@ -327,7 +311,7 @@ class SymCipherSession(_Frozen):
         return f"SymCipherSession(algo={self.algo}, key=<{len(self.key)} bytes>, op={self.op})"
 
 
-class SymChainSession(_Frozen):
+class SymChainSession(FrozenRecord):
     """A cipher chained with a hash (``hash_mode`` PLAIN) or a MAC (AUTH, with auth key)."""
 
     __slots__ = (
@@ -396,7 +380,7 @@ class SymChainSession(_Frozen):
         )
 
 
-class DestroySession(_Frozen):
+class DestroySession(FrozenRecord):
     """Destroy the session ``session_id``."""
 
     __slots__ = ("session_id",)
@@ -410,7 +394,7 @@ class DestroySession(_Frozen):
 CtrlBody = SymCipherSession | SymChainSession | DestroySession | bytes
 
 
-class CtrlRequest(_Frozen):
+class CtrlRequest(FrozenRecord):
     """A control request and the keys that follow it.
 
     ``body`` is a :class:`SymCipherSession` or :class:`SymChainSession` for
@@ -526,7 +510,7 @@ class CtrlRequest(_Frozen):
         return cls(header, body)
 
 
-class SessionInput(_Frozen):
+class SessionInput(FrozenRecord):
     """``virtio_crypto_session_input``: the device's answer to a create request."""
 
     __slots__ = ("session_id", "status")
@@ -561,7 +545,7 @@ _CIPHER_DATA = struct.Struct("<IIII")
 _CHAIN_DATA = struct.Struct("<IIIIIIIIII")
 
 
-class DataHeader(_Frozen):
+class DataHeader(FrozenRecord):
     """``virtio_crypto_op_header``: opcode, algorithm and the session to use."""
 
     __slots__ = ("algo", "flag", "opcode", "session_id")
@@ -578,7 +562,7 @@ class DataHeader(_Frozen):
         return _DATA_HDR.pack(self.opcode, self.algo, self.session_id, self.flag, 0)
 
 
-class SymCipherData(_Frozen):
+class SymCipherData(FrozenRecord):
     """Lengths of a cipher request's IV, source and destination buffers."""
 
     __slots__ = ("dst_data_len", "iv_len", "src_data_len")
@@ -591,7 +575,7 @@ class SymCipherData(_Frozen):
         self._init(iv_len, src_data_len, dst_data_len)
 
 
-class SymChainData(_Frozen):
+class SymChainData(FrozenRecord):
     """Lengths and offsets of a chained (cipher + hash/MAC) request."""
 
     __slots__ = (
@@ -654,7 +638,7 @@ class SymChainData(_Frozen):
 DataBody = SymCipherData | SymChainData | bytes
 
 
-class DataRequest(_Frozen):
+class DataRequest(FrozenRecord):
     """``virtio_crypto_op_data_req``: 72 bytes in front of a data request's buffers.
 
     ``body`` is :class:`SymCipherData` or :class:`SymChainData` for the
@@ -703,7 +687,7 @@ class DataRequest(_Frozen):
 # --- config space ------------------------------------------------------------------------
 
 
-class CryptoConfig(_Frozen):
+class CryptoConfig(FrozenRecord):
     """``virtio_crypto_config``, the device's 56-byte config space."""
 
     __slots__ = (
@@ -822,7 +806,7 @@ _ASYM_KEY_OFFSET = 40
 _QEMU81_ID_OFFSET = 1064
 
 
-class SymSessionInfo(_Frozen):
+class SymSessionInfo(FrozenRecord):
     """A symmetric session as vhost-user carries it (QEMU's ``SymSessionInfo``)."""
 
     __slots__ = (
@@ -910,7 +894,7 @@ class SymSessionInfo(_Frozen):
         )
 
 
-class AsymSessionInfo(_Frozen):
+class AsymSessionInfo(FrozenRecord):
     """An asymmetric session (QEMU 8.1+ layout only)."""
 
     __slots__ = ("algo", "hash_algo", "key", "keytype", "padding_algo")
@@ -934,7 +918,7 @@ class AsymSessionInfo(_Frozen):
         )
 
 
-class SessionRequest(_Frozen):
+class SessionRequest(FrozenRecord):
     """A decoded CREATE_CRYPTO_SESSION payload.
 
     ``op_code`` is the create opcode the layout carries; QEMU 7.2's layout

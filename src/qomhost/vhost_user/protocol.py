@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import struct
 
-from qomhost._record import Record
+from qomhost._record import FrozenRecord
 from qomhost.errors import QemuError
 
 __all__ = [
@@ -216,23 +216,7 @@ _MEM_HDR = struct.Struct("<II")
 _CONFIG_HDR = struct.Struct("<III")
 
 
-class _Frozen(Record):
-    """A :class:`Record` whose fields cannot be rebound after ``__init__``."""
-
-    __slots__ = ()
-
-    def _init(self, *values: object) -> None:
-        for name, value in zip(self._fields, values, strict=True):
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-
-class Header(_Frozen):
+class Header(FrozenRecord):
     """The 12-byte header in front of every message."""
 
     __slots__ = ("flags", "request", "size")
@@ -253,7 +237,7 @@ class Header(_Frozen):
         return cls(*_HDR.unpack_from(data))
 
 
-class Message(_Frozen):
+class Message(FrozenRecord):
     """Base of all messages: ``request`` number and header ``flags``.
 
     Subclasses add the payload fields and implement :meth:`payload`.
@@ -424,7 +408,7 @@ class VringFile(Message):
         return _U64.pack((self.index & VRING_IDX_MASK) | nofd)
 
 
-class MemoryRegion(_Frozen):
+class MemoryRegion(FrozenRecord):
     """One region of guest memory and the fd that maps it.
 
     The backend maps ``memory_size`` bytes of ``fd`` from ``mmap_offset``;
