@@ -19,7 +19,7 @@ import _thread
 
 import qomhost.qom.typetable  # noqa: F401  (fills the type table)
 from qomhost.aio.context import AioContext
-from qomhost.errors import ObjectError, QemuError
+from qomhost.errors import QemuError
 from qomhost.qom.object import Container, Object, types
 from qomhost.qom.user_creatable import (
     add_object,
@@ -227,16 +227,3 @@ class Host:
             chardev = self.chardevs.remove_child(ident)
             chardev.finalize()
         self.context.close()
-
-
-def type_exists(name: str) -> bool:
-    """Whether ``name`` is a QOM type qomhost knows."""
-    return name in types
-
-
-def require_object(host: Host, ident: str) -> Object:
-    """The object ``ident`` or QEMU's ``object 'x' not found``."""
-    obj = host.lookup_object(ident)
-    if obj is None:
-        raise ObjectError(f"object '{ident}' not found")
-    return obj

@@ -472,16 +472,3 @@ def require_path(root: Object, path: str) -> Object:
     if found is None:
         raise ObjectError(f"Device '{path}' not found", DEVICE_NOT_FOUND)
     return found
-
-
-class ObjectTreeWalk:
-    """Depth-first listing of a subtree, children sorted by name (``info qom-tree``)."""
-
-    def __init__(self, lines: list[str] | None = None) -> None:
-        self.lines: list[str] = [] if lines is None else lines
-
-    def walk(self, obj: Object, name: str, depth: int) -> list[str]:
-        self.lines.append(f"{'  ' * depth}/{name} ({obj.type_name})")
-        for child_name, child in sorted(obj.children(), key=lambda item: item[0]):
-            self.walk(child, child_name, depth + 1)
-        return self.lines
