@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qomhost.errors import OptsError
+from qomhost.qapi.json import qdict_order
 from qomhost.qapi.opts import (
     ID_HINT,
     SIZE_HINT,
@@ -29,7 +30,6 @@ from qomhost.qapi.opts import (
     opts_value_to,
     parse_keyval,
     parse_qemu_opts,
-    qdict_order,
     qemu_opt_value_to,
     qemu_opts_object_help,
 )

@@ -74,7 +74,6 @@ __all__ = [
     "opts_value_to",
     "parse_keyval",
     "parse_qemu_opts",
-    "qdict_order",
     "qemu_opt_value_to",
     "qemu_opts_object_help",
 ]
@@ -916,26 +915,6 @@ class KeyvalDict(dict[str, KeyvalValue]):
     help_wanted: bool = False
 
 
-def qdict_order(keys: Iterable[str]) -> list[str]:
-    """The order in which QEMU 7.2 iterates a ``QDict`` filled with ``keys``.
-
-    ``keys`` are given in first-insertion order. A QDict has 512 buckets
-    chosen by a gdbm-style hash of the UTF-8 key, walked from bucket 0, and
-    each bucket lists its keys newest first. This order decides, for
-    instance, which of several keyval list errors is reported.
-    """
-    decorated = []
-    for seq, key in enumerate(keys):
-        data = key.encode("utf-8", "surrogatepass")
-        value = (0x238F13AF * len(data)) & 0xFFFFFFFF
-        for i, byte in enumerate(data):
-            value = (value + (byte << (i * 5 % 24))) & 0xFFFFFFFF
-        bucket = ((1103515243 * value + 12345) & 0xFFFFFFFF) % 512
-        decorated.append((bucket, -seq, key))
-    decorated.sort()
-    return [key for _, _, key in decorated]
-
-
 def _qapi_name_len(key: str, pos: int, end: int) -> int:
     """Length of the QAPI name at ``key[pos:end]``, 0 if there is none.
 
@@ -1065,6 +1044,9 @@ def _keyval_listify(cur: dict[str, _Node], prefix: str) -> KeyvalValue:
     Walks in QDict order, so that the first error QEMU would report is
     the one reported.
     """
+    # Imported here: keyval also parses -machine on every start-up.
+    from qomhost.qapi.json import qdict_order
+
     out: dict[str, KeyvalValue] = {}
     has_index = has_member = False
     for key in qdict_order(cur):

@@ -20,7 +20,7 @@ Two layers, as in QEMU:
 from __future__ import annotations
 
 from qomhost.errors import ObjectError, QemuError
-from qomhost.qapi.opts import id_wellformed
+from qomhost.qapi.opts import ID_HINT, id_wellformed
 from qomhost.qapi.schema import STR, Member, visit_struct_json
 from qomhost.qom.object import Object, types
 from qomhost.qom.typetable import USER_CREATABLE
@@ -43,8 +43,6 @@ __all__ = [
     "types_help",
     "visit_object_options",
 ]
-
-ID_HINT = "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter."
 
 
 def bad_id_error() -> ObjectError:
