@@ -20,11 +20,10 @@ Library use::
 
 from __future__ import annotations
 
-import os
-
 from qomhost.errors import ObjectError, QemuError
+from qomhost.gfile import read_file_contents
 from qomhost.qapi.schema import BOOL, STR, EnumKind, Member
-from qomhost.qom.object import Object, ObjectProperty
+from qomhost.qom.object import Object, ObjectProperty, field_property
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,39 +45,6 @@ class SecretBytes(bytes):
         return f"<SecretBytes: {len(self)} bytes>"
 
     __str__ = __repr__
-
-
-def _str_property(name: str, attr: str) -> ObjectProperty:
-    def get(obj: Any) -> object:
-        value = getattr(obj, attr)
-        return "" if value is None else value
-
-    def set_(obj: Any, value: object) -> None:
-        setattr(obj, attr, value)
-
-    return ObjectProperty(name, "string", getter=get, setter=set_, kind=STR)
-
-
-def read_file_contents(path: str) -> bytes:
-    """Read a whole file, failing with GLib's ``g_file_get_contents`` wording."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise OSError(f"Failed to open file “{path}”: {os.strerror(exc.errno or 0)}") from None
-    try:
-        chunks: list[bytes] = []
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except OSError as exc:
-                raise OSError(
-                    f"Error reading file “{path}”: {os.strerror(exc.errno or 0)}"
-                ) from None
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
 
 
 class SecretCommon(Object):
@@ -115,8 +81,8 @@ class SecretCommon(Object):
                 setter=set_format,
                 kind=SECRET_FORMAT,
             ),
-            _str_property("keyid", "keyid"),
-            _str_property("iv", "iv"),
+            field_property("keyid", "keyid", STR),
+            field_property("iv", "iv", STR),
         ]
 
     def load_input(self) -> bytes:
@@ -194,7 +160,7 @@ class Secret(SecretCommon):
 
     @classmethod
     def class_properties(cls) -> list[ObjectProperty]:
-        return [_str_property("data", "data"), _str_property("file", "file")]
+        return [field_property("data", "data", STR), field_property("file", "file", STR)]
 
     def load_input(self) -> bytes:
         if self.file is not None:

@@ -53,7 +53,7 @@ import time
 
 from qomhost.errors import ObjectError
 from qomhost.qapi.schema import BOOL, STR, EnumKind, Member
-from qomhost.qom.object import Object, ObjectProperty
+from qomhost.qom.object import Object, ObjectProperty, field_property
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -99,27 +99,6 @@ _OID_ANY_PURPOSE = "2.5.29.37.0"
 _INSECURE_HASHES = frozenset({"md5", "sha1"})
 
 
-def _str_property(name: str, attr: str) -> ObjectProperty:
-    def get(obj: Any) -> object:
-        value = getattr(obj, attr)
-        return "" if value is None else value
-
-    def set_(obj: Any, value: object) -> None:
-        setattr(obj, attr, value)
-
-    return ObjectProperty(name, "string", getter=get, setter=set_, kind=STR)
-
-
-def _bool_property(name: str, attr: str) -> ObjectProperty:
-    def get(obj: Any) -> object:
-        return getattr(obj, attr)
-
-    def set_(obj: Any, value: object) -> None:
-        setattr(obj, attr, value)
-
-    return ObjectProperty(name, "bool", getter=get, setter=set_, kind=BOOL)
-
-
 class QCryptoTLSCreds(Object):
     """``tls-creds``: the abstract parent of every kind of TLS credentials."""
 
@@ -144,8 +123,8 @@ class QCryptoTLSCreds(Object):
             obj.endpoint = value
 
         return [
-            _bool_property("verify-peer", "verify_peer"),
-            _str_property("dir", "dir"),
+            field_property("verify-peer", "verify_peer", BOOL),
+            field_property("dir", "dir", STR),
             ObjectProperty(
                 "endpoint",
                 TLS_ENDPOINT.qom_type,
@@ -153,7 +132,7 @@ class QCryptoTLSCreds(Object):
                 setter=set_endpoint,
                 kind=TLS_ENDPOINT,
             ),
-            _str_property("priority", "priority"),
+            field_property("priority", "priority", STR),
         ]
 
     def get_path(self, filename: str, required: bool) -> str | None:
@@ -240,8 +219,8 @@ class QCryptoTLSCredsX509(QCryptoTLSCreds):
     def class_properties(cls) -> list[ObjectProperty]:
         return [
             ObjectProperty("loaded", "bool", getter=lambda obj: obj.material is not None),
-            _bool_property("sanity-check", "sanity_check"),
-            _str_property("passwordid", "passwordid"),
+            field_property("sanity-check", "sanity_check", BOOL),
+            field_property("passwordid", "passwordid", STR),
         ]
 
     @property
@@ -291,7 +270,7 @@ class QCryptoTLSCredsX509(QCryptoTLSCreds):
 
 def _read(path: str) -> bytes:
     """The file's bytes up to the first NUL (QEMU hands GnuTLS ``strlen(buf)``)."""
-    from qomhost.objects.secret import read_file_contents
+    from qomhost.gfile import read_file_contents
 
     data = read_file_contents(path)
     return data.split(b"\0", 1)[0]

@@ -39,6 +39,7 @@ __all__ = [
     "ObjectProperty",
     "TypeInfo",
     "TypeRegistry",
+    "field_property",
     "types",
 ]
 
@@ -403,6 +404,23 @@ class Object:
             parts.append(obj.name)
             obj = obj.parent
         return "/" + "/".join(reversed(parts))
+
+
+def field_property(name: str, attr: str, kind: Kind) -> ObjectProperty:
+    """A read-write property kept in the attribute ``attr``.
+
+    This is QEMU's ``object_class_property_add_str``/``_bool``: the QOM type
+    is the kind's, and a string never set (``None``) reads back as ``""``.
+    """
+
+    def get(obj: Any) -> object:
+        value = getattr(obj, attr)
+        return "" if value is None else value
+
+    def set_(obj: Any, value: object) -> None:
+        setattr(obj, attr, value)
+
+    return ObjectProperty(name, kind.qom_type, getter=get, setter=set_, kind=kind)
 
 
 class Container(Object):

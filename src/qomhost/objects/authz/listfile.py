@@ -118,7 +118,7 @@ def load_list_file(filename: str) -> QAuthZList:
 
     Raises :class:`~qomhost.errors.QemuError` with QEMU's message.
     """
-    from qomhost.objects.secret import read_file_contents
+    from qomhost.gfile import read_file_contents
     from qomhost.qapi.json import parse_json, qdict_order
 
     try:

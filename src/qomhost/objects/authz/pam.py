@@ -27,7 +27,7 @@ from __future__ import annotations
 from qomhost.errors import ObjectError
 from qomhost.objects.authz.base import QAuthZ
 from qomhost.qapi.schema import STR, Member
-from qomhost.qom.object import ObjectProperty
+from qomhost.qom.object import ObjectProperty, field_property
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,13 +136,7 @@ class QAuthZPAM(QAuthZ):
 
     @classmethod
     def class_properties(cls) -> list[ObjectProperty]:
-        def get(obj: Any) -> object:
-            return "" if obj.service is None else obj.service
-
-        def set_(obj: Any, value: object) -> None:
-            obj.service = value
-
-        return [ObjectProperty("service", "string", getter=get, setter=set_, kind=STR)]
+        return [field_property("service", "service", STR)]
 
     def complete(self) -> None:
         if self.service is None:

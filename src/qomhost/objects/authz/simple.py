@@ -14,11 +14,11 @@ from __future__ import annotations
 from qomhost.errors import ObjectError
 from qomhost.objects.authz.base import QAuthZ
 from qomhost.qapi.schema import STR, Member
-from qomhost.qom.object import ObjectProperty
+from qomhost.qom.object import ObjectProperty, field_property
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, ClassVar
+    from typing import ClassVar
 
 __all__ = ["QAuthZSimple"]
 
@@ -34,13 +34,7 @@ class QAuthZSimple(QAuthZ):
 
     @classmethod
     def class_properties(cls) -> list[ObjectProperty]:
-        def get(obj: Any) -> object:
-            return "" if obj.identity is None else obj.identity
-
-        def set_(obj: Any, value: object) -> None:
-            obj.identity = value
-
-        return [ObjectProperty("identity", "string", getter=get, setter=set_, kind=STR)]
+        return [field_property("identity", "identity", STR)]
 
     def complete(self) -> None:
         if self.identity is None:
