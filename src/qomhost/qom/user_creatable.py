@@ -90,13 +90,8 @@ def visit_object_options(args: Mapping[str, object]) -> tuple[str, str, dict[str
         raise QemuError("Parameter 'id' is missing")
     ident = STR.from_json("id", args["id"])
     assert isinstance(ident, str)
-    props = visit_struct_json(
-        members_for(type_name),
-        {k: v for k, v in args.items()},
-        visited=("qom-type", "id"),
-    )
-    props.pop("qom-type", None)
-    props.pop("id", None)
+    # qom-type and id were consumed above; the members never include them.
+    props = visit_struct_json(members_for(type_name), dict(args), visited=("qom-type", "id"))
     return type_name, ident, props
 
 
