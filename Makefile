@@ -5,8 +5,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Debian packages the tests use: QEMU 7.2 as the reference and peer, openssl,
-# pam_wrapper and the stock PAM modules (authz-pam without touching /etc/pam.d).
-DEBS   := qemu-system-x86 qemu-utils openssl bsdextrautils libpam-wrapper libpam-modules
+# pam_wrapper and the stock PAM modules (authz-pam without touching /etc/pam.d),
+# and the vhost-user peers: qemu-storage-daemon (qemu-system-common) and DPDK's
+# vhost_crypto example, built by the tests from dpdk-doc's source.
+DEBS   := qemu-system-x86 qemu-system-common qemu-utils openssl bsdextrautils libpam-wrapper libpam-modules \
+          dpdk-doc libdpdk-dev build-essential pkg-config
 
 .PHONY: demo test lint typecheck unit differential interop integration bench system-deps clean
 
@@ -44,4 +47,4 @@ bench: $(STAMP) system-deps
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .cache build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
