@@ -100,8 +100,9 @@ class MappedRegion(FrozenRecord):
         return self.userspace_addr + self.memory_size
 
 
-def _outside(addr: int, length: int, space: str = "guest") -> GuestMemoryError:
-    return GuestMemoryError(f"{space} address 0x{addr:x}+{length} is outside guest memory")
+def _outside(addr: int, length: int | None, space: str = "guest") -> GuestMemoryError:
+    where = f"{addr:#x}" if length is None else f"{addr:#x}+{length}"
+    return GuestMemoryError(f"{space} address {where} is outside guest memory")
 
 
 class GuestMemory:
@@ -161,7 +162,7 @@ class GuestMemory:
                 f"{pages} pages of guest memory cannot be split into {regions} regions"
             )
         if base_gpa < 0 or base_gpa % PAGE_SIZE or base_gpa + pages * PAGE_SIZE > _U64_LIMIT:
-            raise GuestMemoryError(f"invalid guest memory base address 0x{base_gpa:x}")
+            raise GuestMemoryError(f"invalid guest memory base address {base_gpa:#x}")
         # ctypes only here: a backend never needs the address of its own mappings
         import ctypes
 
@@ -352,14 +353,14 @@ class GuestMemory:
         """The guest physical address of frontend user address ``uva``."""
         region = self._uva_region_at(uva)
         if region is None:
-            raise _outside(uva, 0, "user")
+            raise _outside(uva, None, "user")
         return uva - region.userspace_addr + region.guest_phys_addr
 
     def gpa_to_uva(self, gpa: int) -> int:
         """The frontend user address of guest physical address ``gpa``."""
         region = self._region_at(gpa)
         if region is None:
-            raise _outside(gpa, 0)
+            raise _outside(gpa, None)
         return gpa - region.guest_phys_addr + region.userspace_addr
 
     def read(self, gpa: int, length: int) -> bytes:
@@ -417,10 +418,10 @@ def _check_table(regions: tuple[protocol.MemoryRegion, ...]) -> None:
         for start, length in spans:
             if length <= 0 or start + length > _U64_LIMIT:
                 raise GuestMemoryError(
-                    f"memory region at {space} address 0x{start:x} has invalid size {length}"
+                    f"memory region at {space} address {start:#x} has invalid size {length}"
                 )
             if start < end:
-                raise GuestMemoryError(f"memory regions overlap at {space} address 0x{start:x}")
+                raise GuestMemoryError(f"memory regions overlap at {space} address {start:#x}")
             end = start + length
 
 
@@ -429,7 +430,7 @@ def _map_region(region: protocol.MemoryRegion) -> tuple[mmap.mmap, memoryview]:
     # from the page below it and slice the difference off
     aligned = region.mmap_offset - region.mmap_offset % PAGE_SIZE
     skip = region.mmap_offset - aligned
-    where = f"memory region at guest address 0x{region.guest_phys_addr:x}"
+    where = f"memory region at guest address {region.guest_phys_addr:#x}"
     try:
         st = os.fstat(region.fd)
         # a region past the end of its file would fault (SIGBUS) when touched
@@ -476,7 +477,7 @@ class GuestAllocator:
         lo = memory.regions[0].guest_phys_addr if start_gpa is None else start_gpa
         hi = memory.regions[-1].gpa_end if size is None else lo + size
         if hi <= lo:
-            raise GuestMemoryError(f"allocator range 0x{lo:x}+{hi - lo} is empty")
+            raise GuestMemoryError(f"allocator range {lo:#x}+{hi - lo} is empty")
         self._lock = threading.Lock()
         #: free blocks as parallel sorted lists of start addresses and sizes
         self._starts: list[int] = []
@@ -540,7 +541,7 @@ class GuestAllocator:
         with self._lock:
             size = self._used.pop(gpa, None)
             if size is None:
-                raise GuestMemoryError(f"guest address 0x{gpa:x} was not allocated")
+                raise GuestMemoryError(f"guest address {gpa:#x} was not allocated")
             i = bisect.bisect_left(self._starts, gpa)
             start, end = gpa, gpa + size
             if i < len(self._starts) and self._starts[i] == end and end not in self._fences:
