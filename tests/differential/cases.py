@@ -44,6 +44,8 @@ TYPES = (
     "authz-list-file",
     "tls-creds",
     "tls-creds-x509",
+    "confidential-guest-support",
+    "sev-guest",
 )
 CREATABLE = (
     "secret",
@@ -54,6 +56,7 @@ CREATABLE = (
     "authz-list",
     "authz-list-file",
     "tls-creds-x509",
+    "sev-guest",
 )
 COMMANDS = (
     "qmp_capabilities",
@@ -2555,6 +2558,9 @@ TLS_CHARDEV.append(
 
 TLS = [*TLS_CLI, *TLS_JSON, *TLS_HELP, *TLS_QMP, *TLS_CHARDEV]
 
+# sev-guest, memory-encryption and the SEV commands: a table of their own.
+from sev_cases import SEV_CASES  # noqa: E402
+
 CASES: list[Case] = [
     *CLI_SYNTAX,
     *CLI_JSON,
@@ -2569,6 +2575,7 @@ CASES: list[Case] = [
     *IOTHREAD,
     *AUTHZ,
     *TLS,
+    *SEV_CASES,
 ]
 
 _names = [c.name for c in CASES]

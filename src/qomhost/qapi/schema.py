@@ -138,7 +138,10 @@ class ScalarKind(Kind):
         if kind == "any":
             return value
         if not isinstance(value, int) or isinstance(value, bool):
-            raise _type_error(name, "integer" if kind.startswith("int") else "uint64")
+            if kind.startswith("int"):
+                raise _type_error(name, "integer")
+            # QEMU's unsigned visitor words a non-number as a bad value.
+            raise _value_error(name, "uint64")
         lo, hi, c_name = _INT_RANGES[kind]
         if kind.startswith("int"):
             # QNum holds int64 or uint64; only the former is an "integer".

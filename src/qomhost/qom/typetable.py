@@ -86,6 +86,18 @@ _TYPES = (
         impl="qomhost.objects.tls:QCryptoTLSCredsX509",
         interfaces=(USER_CREATABLE,),
     ),
+    TypeInfo(
+        "confidential-guest-support",
+        "object",
+        impl="qomhost.objects.sev:ConfidentialGuestSupport",
+        abstract=True,
+    ),
+    TypeInfo(
+        "sev-guest",
+        "confidential-guest-support",
+        impl="qomhost.objects.sev:SevGuest",
+        interfaces=(USER_CREATABLE,),
+    ),
 )
 
 for _info in _TYPES:
