@@ -1,0 +1,755 @@
+"""Split virtqueues (virtio 1.x, specification section 2.7), from either side.
+
+A split virtqueue is three little-endian structures in guest memory::
+
+    descriptor table  num x {u64 addr, u32 len, u16 flags, u16 next}     (16-byte aligned)
+    available ring    u16 flags, u16 idx, u16 ring[num], u16 used_event  (driver writes)
+    used ring         u16 flags, u16 idx, {u32 id, u32 len}[num],
+                      u16 avail_event                                    (device writes)
+
+The *driver* (a guest, or qomhost's vhost-user frontend) puts the head of a
+descriptor chain in the available ring and bumps ``avail->idx``; the
+*device* (a vhost-user backend) takes it, reads the device-readable
+buffers, fills the device-writable ones, and hands the head back through
+the used ring. Indices are free-running 16-bit counters; the slot is the
+index modulo ``num``. :class:`DriverVirtqueue` is the driver's end,
+:class:`DeviceVirtqueue` the device's; both work on a
+:class:`~qomhost.vhost_user.memory.GuestMemory`, normally in two processes.
+
+Memory ordering
+---------------
+The two ends share memory without locks, so the order in which stores
+become visible is the protocol: a ring entry must be visible before the
+index that publishes it, and an index must be read before the entries it
+covers. This module assumes x86-64 (TSO): stores become visible in
+program order and loads are not reordered with other loads, and Python
+stores through a ``memoryview`` (``struct.pack_into``) are plain stores
+issued in program order. Every publish therefore writes the entries
+first and the index last, and every consumer reads the index first.
+
+The one reordering TSO does allow -- a load passing an earlier store --
+matters where an end publishes something and then reads the other end's
+notification state (``used_event``/``avail_event``/flags). There
+:func:`full_barrier` issues a locked instruction, which x86 treats as a
+full fence, as C code would with ``smp_mb()``.
+
+A malformed ring or chain is the driver's fault, not the device's: the
+device raises :class:`VirtqueueError` (texts as libvhost-user's) and never
+crashes or loops forever, whatever bytes are in guest memory.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+from typing import NoReturn
+
+from qomhost.errors import QemuError
+from qomhost.vhost_user import protocol
+from qomhost.vhost_user.memory import GuestAllocator, GuestMemory, GuestMemoryError
+
+__all__ = [
+    "MAX_QUEUE_SIZE",
+    "VIRTIO_F_VERSION_1",
+    "VIRTIO_RING_F_EVENT_IDX",
+    "VIRTIO_RING_F_INDIRECT_DESC",
+    "VIRTQ_DESC_F_INDIRECT",
+    "VIRTQ_DESC_F_NEXT",
+    "VIRTQ_DESC_F_WRITE",
+    "VRING_AVAIL_F_NO_INTERRUPT",
+    "VRING_USED_F_NO_NOTIFY",
+    "DescriptorChain",
+    "DeviceVirtqueue",
+    "DriverVirtqueue",
+    "VirtqueueError",
+    "VirtqueueFull",
+    "full_barrier",
+    "vring_need_event",
+    "vring_sizes",
+]
+
+#: descriptor flags: the chain continues at ``next``; the device writes this
+#: buffer; the buffer is a table of descriptors
+VIRTQ_DESC_F_NEXT = 1
+VIRTQ_DESC_F_WRITE = 2
+VIRTQ_DESC_F_INDIRECT = 4
+#: available ring flag: the driver needs no used-buffer notification
+VRING_AVAIL_F_NO_INTERRUPT = 1
+#: used ring flag: the device needs no available-buffer notification (kick)
+VRING_USED_F_NO_NOTIFY = 1
+
+#: feature bits
+VIRTIO_RING_F_INDIRECT_DESC = 28
+VIRTIO_RING_F_EVENT_IDX = 29
+VIRTIO_F_VERSION_1 = 32
+
+#: the largest queue a split virtqueue can have
+MAX_QUEUE_SIZE = 32768
+
+_DESC = struct.Struct("<QIHH")
+_DESC_SIZE = _DESC.size
+_U16 = struct.Struct("<H")
+_ELEM = struct.Struct("<II")
+_U16_MASK = 0xFFFF
+# an event index this far from the current one means "not for a long while":
+# with event idx there is no flag to say "never"
+_FAR = 0x8000
+_U32_LIMIT = 1 << 32
+
+
+class VirtqueueError(QemuError):
+    """A malformed ring or descriptor chain, or a queue used wrongly."""
+
+
+class VirtqueueFull(VirtqueueError):
+    """Not enough free descriptors for the request: wait for used buffers."""
+
+
+def vring_sizes(num: int) -> tuple[int, int, int]:
+    """Bytes of the descriptor table, available ring and used ring for ``num`` entries.
+
+    The ring sizes include the event-index fields (``used_event`` at the end
+    of the available ring, ``avail_event`` at the end of the used ring).
+    """
+    return _DESC_SIZE * num, 6 + 2 * num, 6 + _ELEM.size * num
+
+
+def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
+    """The event-index rule: did moving an index from ``old_idx`` to ``new_idx``
+    pass ``event_idx``? (All three are 16-bit ring indices.)"""
+    return (new_idx - event_idx - 1) & _U16_MASK < (new_idx - old_idx) & _U16_MASK
+
+
+_fence = threading.Lock()
+
+
+def full_barrier() -> None:
+    """Order earlier stores before later loads, across processes.
+
+    Taking an uncontended lock is an atomic read-modify-write, a locked
+    instruction on x86, which no load or store crosses.
+    """
+    with _fence:
+        pass
+
+
+def _check_num(num: int) -> None:
+    if not 0 < num <= MAX_QUEUE_SIZE or num & (num - 1):
+        raise VirtqueueError(
+            f"Invalid queue size {num}: must be a power of 2 up to {MAX_QUEUE_SIZE}"
+        )
+
+
+class DescriptorChain:
+    """One request as the device sees it: its head and its buffers.
+
+    ``readable`` and ``writable`` are views straight into guest memory, in
+    chain order (a buffer that crosses a region boundary is several
+    views). Reading them copies nothing until asked to.
+    """
+
+    __slots__ = ("head", "readable", "readable_len", "writable", "writable_len")
+
+    def __init__(
+        self,
+        head: int,
+        readable: list[memoryview],
+        writable: list[memoryview],
+        readable_len: int,
+        writable_len: int,
+    ) -> None:
+        self.head = head
+        self.readable = readable
+        self.writable = writable
+        self.readable_len = readable_len
+        self.writable_len = writable_len
+
+    def read_all(self) -> bytes:
+        """A copy of all device-readable bytes, in order."""
+        if len(self.readable) == 1:
+            return bytes(self.readable[0])
+        return b"".join(self.readable)
+
+    def read_into(self, buf: bytearray | memoryview) -> int:
+        """Copy device-readable bytes into ``buf`` until either runs out; return the count."""
+        dest = memoryview(buf).cast("B")
+        pos = 0
+        for part in self.readable:
+            take = min(part.nbytes, dest.nbytes - pos)
+            dest[pos : pos + take] = part[:take]
+            pos += take
+            if pos == dest.nbytes:
+                break
+        return pos
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Store ``data`` at ``offset`` in the device-writable buffers, across segments."""
+        src = memoryview(data).cast("B")
+        if offset < 0 or offset + src.nbytes > self.writable_len:
+            raise VirtqueueError(
+                f"{src.nbytes} bytes at offset {offset} do not fit the "
+                f"{self.writable_len} writable bytes of the chain at {self.head}"
+            )
+        pos = 0
+        for part in self.writable:
+            if offset >= part.nbytes:
+                offset -= part.nbytes
+                continue
+            take = min(part.nbytes - offset, src.nbytes - pos)
+            part[offset : offset + take] = src[pos : pos + take]
+            pos += take
+            offset = 0
+            if pos == src.nbytes:
+                break
+
+    def __repr__(self) -> str:
+        return (
+            f"<DescriptorChain head={self.head} readable={self.readable_len} "
+            f"writable={self.writable_len}>"
+        )
+
+
+class DeviceVirtqueue:
+    """The device's end of a split virtqueue (what a vhost-user backend runs).
+
+    :param desc_uva, avail_uva, used_uva: where the rings are, as frontend
+        user addresses (``SET_VRING_ADDR``).
+    :param event_idx: ``VIRTIO_RING_F_EVENT_IDX`` was negotiated.
+    :param last_avail_idx: where to start (``SET_VRING_BASE``).
+
+    Not thread-safe: one thread pops and pushes.
+    """
+
+    def __init__(
+        self,
+        memory: GuestMemory,
+        num: int,
+        desc_uva: int,
+        avail_uva: int,
+        used_uva: int,
+        *,
+        event_idx: bool = False,
+        last_avail_idx: int = 0,
+    ) -> None:
+        _check_num(num)
+        desc_size, avail_size, used_size = vring_sizes(num)
+        if not event_idx:
+            # without event idx the trailing event fields need not be mapped
+            avail_size -= 2
+            used_size -= 2
+        try:
+            self._desc = memory.view_uva(desc_uva, desc_size)
+            self._avail = memory.view_uva(avail_uva, avail_size)
+            self._used = memory.view_uva(used_uva, used_size)
+        except GuestMemoryError as exc:
+            raise VirtqueueError(f"Invalid vring_addr message: {exc.desc}") from None
+        self.memory = memory
+        self.num = num
+        self.event_idx = event_idx
+        #: the next available-ring index to take; GET_VRING_BASE answers it
+        self.last_avail_idx = last_avail_idx & _U16_MASK
+        #: the used-ring index the device writes next, from the ring itself
+        self.used_idx: int = _U16.unpack_from(self._used, 2)[0]
+        self._mask = num - 1
+        self._used_event_at = 4 + 2 * num
+        self._avail_event_at = 4 + _ELEM.size * num
+        self._notification = True
+        # the used index at the last notification, for the event-idx rule
+        self._signalled_used = 0
+        self._signalled_valid = False
+
+    @classmethod
+    def from_vring_addr(
+        cls,
+        memory: GuestMemory,
+        addr: protocol.VringAddr,
+        num: int,
+        last_avail_idx: int = 0,
+        *,
+        event_idx: bool = False,
+    ) -> DeviceVirtqueue:
+        """The queue that ``SET_VRING_NUM``/``BASE``/``ADDR`` describe."""
+        return cls(
+            memory,
+            num,
+            addr.desc_user_addr,
+            addr.avail_user_addr,
+            addr.used_user_addr,
+            event_idx=event_idx,
+            last_avail_idx=last_avail_idx,
+        )
+
+    def _avail_idx(self) -> int:
+        idx: int = _U16.unpack_from(self._avail, 2)[0]
+        return idx
+
+    def has_available(self) -> bool:
+        """The driver has made a chain available that :meth:`pop` has not taken.
+
+        Cheap enough for a poll handler: one 16-bit load.
+        """
+        return self._avail_idx() != self.last_avail_idx
+
+    def pop(self) -> DescriptorChain | None:
+        """Take the next available chain, or ``None`` when there is none.
+
+        :raises VirtqueueError: the ring or the chain is malformed. The
+            chain's slot has then been consumed; like QEMU and
+            libvhost-user, treat the queue as broken.
+        """
+        avail_idx = self._avail_idx()
+        last = self.last_avail_idx
+        if avail_idx == last:
+            return None
+        if (avail_idx - last) & _U16_MASK > self.num:
+            # QEMU's and libvhost-user's wording, although it is the avail index
+            raise VirtqueueError(f"Guest moved used index from {last} to {avail_idx}")
+        # the index was read above, so the entry it covers is complete
+        head: int = _U16.unpack_from(self._avail, 4 + 2 * (last & self._mask))[0]
+        self.last_avail_idx = (last + 1) & _U16_MASK
+        if self.event_idx and self._notification:
+            _U16.pack_into(self._used, self._avail_event_at, self.last_avail_idx)
+        if head >= self.num:
+            raise VirtqueueError(f"Guest says index {head} is available")
+        return self._map_chain(head)
+
+    def _map_chain(self, head: int) -> DescriptorChain:
+        table = self._desc
+        limit = self.num
+        addr, length, flags, nxt = _DESC.unpack_from(table, _DESC_SIZE * head)
+        indirect = bool(flags & VIRTQ_DESC_F_INDIRECT)
+        if indirect:
+            if not length or length % _DESC_SIZE or length // _DESC_SIZE > MAX_QUEUE_SIZE:
+                raise VirtqueueError("Invalid size for indirect buffer table")
+            table = self._indirect_table(addr, length)
+            limit = length // _DESC_SIZE
+            addr, length, flags, nxt = _DESC.unpack_from(table, 0)
+        views = self.memory.views
+        readable: list[memoryview] = []
+        writable: list[memoryview] = []
+        readable_len = writable_len = count = 0
+        while True:
+            if flags & VIRTQ_DESC_F_INDIRECT:
+                raise VirtqueueError(
+                    "Nested indirect descriptor" if indirect else "Indirect descriptor in a chain"
+                )
+            if not length:
+                raise VirtqueueError("virtio: zero sized buffers are not allowed")
+            try:
+                parts = views(addr, length)
+            except GuestMemoryError as exc:
+                raise VirtqueueError(f"virtio: invalid address for buffers: {exc.desc}") from None
+            if flags & VIRTQ_DESC_F_WRITE:
+                writable += parts
+                writable_len += length
+            else:
+                if writable:
+                    raise VirtqueueError("Incorrect order for descriptors")
+                readable += parts
+                readable_len += length
+            count += 1
+            # more descriptors than the table holds means the chain loops
+            if count > limit:
+                raise VirtqueueError("Looped descriptor")
+            if not flags & VIRTQ_DESC_F_NEXT:
+                return DescriptorChain(head, readable, writable, readable_len, writable_len)
+            if nxt >= limit:
+                raise VirtqueueError(f"Desc next is {nxt}")
+            addr, length, flags, nxt = _DESC.unpack_from(table, _DESC_SIZE * nxt)
+
+    def _indirect_table(self, addr: int, length: int) -> memoryview:
+        try:
+            parts = self.memory.views(addr, length)
+        except GuestMemoryError as exc:
+            raise VirtqueueError(f"Invalid indirect buffer table: {exc.desc}") from None
+        # a table split by a region boundary is rare: copy it whole
+        return parts[0] if len(parts) == 1 else memoryview(b"".join(parts))
+
+    def push(self, head: int, written: int) -> None:
+        """Return chain ``head`` to the driver, with ``written`` bytes filled in."""
+        self.push_many(((head, written),))
+
+    def push_many(self, completions: Iterable[tuple[int, int]]) -> None:
+        """Return several chains at once: all used entries, then one index store."""
+        used = self._used
+        idx = old = self.used_idx
+        for head, written in completions:
+            if not 0 <= head < self.num or not 0 <= written < _U32_LIMIT:
+                raise VirtqueueError(f"Invalid used element: id {head}, len {written}")
+            _ELEM.pack_into(used, 4 + _ELEM.size * (idx & self._mask), head, written)
+            idx = (idx + 1) & _U16_MASK
+        if idx == old:
+            return
+        _U16.pack_into(used, 2, idx)
+        self.used_idx = idx
+        # the last notified index fell out of the window the event rule can
+        # compare against: the next check must notify
+        behind = (idx - self._signalled_used) & _U16_MASK
+        if behind >= _FAR:
+            behind -= 1 << 16
+        if behind < (idx - old) & _U16_MASK:
+            self._signalled_valid = False
+
+    def should_notify(self) -> bool:
+        """After pushes: must the driver be notified (the call eventfd written)?
+
+        Without event idx, unless the driver set ``VRING_AVAIL_F_NO_INTERRUPT``;
+        with it, when the used index passed the driver's ``used_event``
+        since the last notification.
+        """
+        # the used index just stored must be visible before the driver's
+        # state is read, or both ends could decide not to act
+        full_barrier()
+        if not self.event_idx:
+            flags: int = _U16.unpack_from(self._avail, 0)[0]
+            return not flags & VRING_AVAIL_F_NO_INTERRUPT
+        valid = self._signalled_valid
+        old = self._signalled_used
+        new = self._signalled_used = self.used_idx
+        self._signalled_valid = True
+        event: int = _U16.unpack_from(self._avail, self._used_event_at)[0]
+        return not valid or vring_need_event(event, new, old)
+
+    def set_notification(self, enabled: bool) -> None:
+        """Ask the driver to kick (``True``) or not to bother (``False``).
+
+        After enabling, check :meth:`has_available` again: a chain made
+        available just before the driver saw the change brings no kick.
+        """
+        self._notification = enabled
+        if self.event_idx:
+            event = self._avail_idx() if enabled else (self.last_avail_idx + _FAR) & _U16_MASK
+            _U16.pack_into(self._used, self._avail_event_at, event)
+        else:
+            flags: int = _U16.unpack_from(self._used, 0)[0]
+            if enabled:
+                flags &= ~VRING_USED_F_NO_NOTIFY
+            else:
+                flags |= VRING_USED_F_NO_NOTIFY
+            _U16.pack_into(self._used, 0, flags)
+        if enabled:
+            full_barrier()
+
+    def __repr__(self) -> str:
+        return (
+            f"<DeviceVirtqueue num={self.num} last_avail_idx={self.last_avail_idx} "
+            f"used_idx={self.used_idx}>"
+        )
+
+
+class DriverVirtqueue:
+    """The driver's end of a split virtqueue, with rings in guest memory.
+
+    The rings are allocated from ``allocator``; send :meth:`vring_addr`
+    (with ``SET_VRING_NUM`` ``num``) to the device. Requests are
+    ``(gpa, length)`` buffers, device-readable ones first; each carries a
+    token that :meth:`get_used` hands back when the device is done.
+
+    :param event_idx: ``VIRTIO_RING_F_EVENT_IDX`` was negotiated.
+    :param indirect: ``VIRTIO_RING_F_INDIRECT_DESC`` was negotiated: a
+        request of several buffers then takes one descriptor and a table.
+
+    Not thread-safe: callers serialise :meth:`add` and :meth:`get_used`.
+    """
+
+    def __init__(
+        self,
+        memory: GuestMemory,
+        allocator: GuestAllocator,
+        num: int,
+        *,
+        event_idx: bool = False,
+        indirect: bool = False,
+    ) -> None:
+        _check_num(num)
+        self.memory = memory
+        self.num = num
+        self.event_idx = event_idx
+        self.indirect = indirect
+        self._allocator = allocator
+        gpas: list[int] = []
+        try:
+            # a cache line each, so the driver's and the device's stores
+            # never share one
+            for size in vring_sizes(num):
+                gpas.append(allocator.alloc(size, 64))
+        except GuestMemoryError:
+            for gpa in gpas:
+                allocator.free(gpa)
+            raise
+        self.desc_gpa, self.avail_gpa, self.used_gpa = gpas
+        self._desc = memory.view(self.desc_gpa, vring_sizes(num)[0])
+        self._avail = memory.view(self.avail_gpa, vring_sizes(num)[1])
+        self._used = memory.view(self.used_gpa, vring_sizes(num)[2])
+        for ring in (self._desc, self._avail, self._used):
+            ring[:] = bytes(ring.nbytes)
+        self._mask = num - 1
+        self._used_event_at = 4 + 2 * num
+        self._avail_event_at = 4 + _ELEM.size * num
+        # free descriptors as a stack; the ring itself is never trusted for it
+        self._free = list(range(num - 1, -1, -1))
+        # per head: the descriptors it holds (None when not in flight), its
+        # token, its indirect table and how many bytes the device may write
+        self._chains: list[list[int] | None] = [None] * num
+        self._tokens: list[object] = [None] * num
+        self._tables: dict[int, int] = {}
+        self._in_len = [0] * num
+        self._in_flight = 0
+        self._avail_idx = 0
+        self._last_used = 0
+        self._num_added = 0
+        self._avail_flags = 0
+        self._callbacks = True
+        # completions taken from a ring found broken, handed out by detach_all
+        self._orphans: list[object] = []
+        #: why the device's used ring was rejected, once it was
+        self.broken: str | None = None
+
+    # --- addresses -----------------------------------------------------------------------
+
+    @property
+    def desc_uva(self) -> int:
+        return self.memory.gpa_to_uva(self.desc_gpa)
+
+    @property
+    def avail_uva(self) -> int:
+        return self.memory.gpa_to_uva(self.avail_gpa)
+
+    @property
+    def used_uva(self) -> int:
+        return self.memory.gpa_to_uva(self.used_gpa)
+
+    def vring_addr(self, index: int) -> protocol.VringAddr:
+        """The ``SET_VRING_ADDR`` message for this queue as ring ``index``.
+
+        ``log_guest_addr`` is the used ring's guest address, as QEMU sends it.
+        """
+        return protocol.VringAddr(
+            index, self.desc_uva, self.used_uva, self.avail_uva, log_guest_addr=self.used_gpa
+        )
+
+    @property
+    def num_free(self) -> int:
+        """Descriptors not in use by requests in flight."""
+        return len(self._free)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests made available and not yet returned by :meth:`get_used`."""
+        return self._in_flight
+
+    # --- requests ------------------------------------------------------------------------
+
+    def add(
+        self,
+        out: Sequence[tuple[int, int]],
+        in_: Sequence[tuple[int, int]],
+        token: object,
+    ) -> int:
+        """Make a request available: ``out`` buffers for the device to read,
+        then ``in_`` buffers for it to write; return the chain's head.
+
+        :raises VirtqueueFull: too few free descriptors; nothing was added.
+        """
+        if self.broken is not None:
+            raise VirtqueueError(f"virtqueue is broken: {self.broken}")
+        buffers = [*out, *in_]
+        total = len(buffers)
+        if not total:
+            raise VirtqueueError("a request needs at least one buffer")
+        for _gpa, length in buffers:
+            if not 0 < length < _U32_LIMIT:
+                raise VirtqueueError(f"invalid buffer length {length}")
+        n_out = len(out)
+        table_gpa = None
+        if self.indirect and total > 1 and self._free:
+            try:
+                table_gpa = self._allocator.alloc(_DESC_SIZE * total, _DESC_SIZE)
+            except GuestMemoryError:
+                pass  # as Linux does: fall back to a direct chain
+        needed = 1 if table_gpa is not None else total
+        if needed > len(self._free):
+            raise VirtqueueFull(
+                f"virtqueue full: {needed} descriptors needed, {len(self._free)} free"
+            )
+        if table_gpa is not None:
+            table = self.memory.view(table_gpa, _DESC_SIZE * total)
+            self._write_chain(table, buffers, n_out, list(range(total)))
+            head = self._free.pop()
+            _DESC.pack_into(
+                self._desc,
+                _DESC_SIZE * head,
+                table_gpa,
+                _DESC_SIZE * total,
+                VIRTQ_DESC_F_INDIRECT,
+                0,
+            )
+            ids = [head]
+            self._tables[head] = table_gpa
+        else:
+            ids = self._free[-total:]
+            del self._free[-total:]
+            self._write_chain(self._desc, buffers, n_out, ids)
+            head = ids[0]
+        self._chains[head] = ids
+        self._tokens[head] = token
+        self._in_len[head] = sum(length for _gpa, length in in_)
+        self._in_flight += 1
+        # the chain and the ring entry first, then the index that publishes them
+        _U16.pack_into(self._avail, 4 + 2 * (self._avail_idx & self._mask), head)
+        self._avail_idx = (self._avail_idx + 1) & _U16_MASK
+        _U16.pack_into(self._avail, 2, self._avail_idx)
+        self._num_added += 1
+        return head
+
+    @staticmethod
+    def _write_chain(
+        table: memoryview, buffers: list[tuple[int, int]], n_out: int, ids: list[int]
+    ) -> None:
+        last = len(buffers) - 1
+        for k, (gpa, length) in enumerate(buffers):
+            flags = VIRTQ_DESC_F_WRITE if k >= n_out else 0
+            nxt = 0
+            if k < last:
+                flags |= VIRTQ_DESC_F_NEXT
+                nxt = ids[k + 1]
+            _DESC.pack_into(table, _DESC_SIZE * ids[k], gpa, length, flags, nxt)
+
+    def kick_needed(self) -> bool:
+        """After adds: must the device be notified (the kick eventfd written)?
+
+        Without event idx, unless the device set ``VRING_USED_F_NO_NOTIFY``;
+        with it, when the available index passed the device's
+        ``avail_event`` since the last check.
+        """
+        # the available index must be visible before the device's state is read
+        full_barrier()
+        added = self._num_added
+        self._num_added = 0
+        if not self.event_idx:
+            flags: int = _U16.unpack_from(self._used, 0)[0]
+            return not flags & VRING_USED_F_NO_NOTIFY
+        if added >= _FAR:
+            return True
+        new = self._avail_idx
+        event: int = _U16.unpack_from(self._used, self._avail_event_at)[0]
+        return vring_need_event(event, new, (new - added) & _U16_MASK)
+
+    def get_used(self) -> list[tuple[object, int]]:
+        """``(token, written)`` for each request the device has returned, in order.
+
+        Frees their descriptors. With event idx and callbacks enabled, asks
+        for a notification at the next used entry.
+
+        :raises VirtqueueError: the device returned something it was never
+            given, or said it wrote more than the buffers hold. The queue
+            is then broken; :meth:`detach_all` gives back every token.
+        """
+        if self.broken is not None:
+            raise VirtqueueError(f"virtqueue is broken: {self.broken}")
+        used = self._used
+        used_idx: int = _U16.unpack_from(used, 2)[0]
+        last = self._last_used
+        pending = (used_idx - last) & _U16_MASK
+        done: list[tuple[object, int]] = []
+        if pending > self._in_flight:
+            self._break(
+                f"used index moved from {last} to {used_idx} "
+                f"with {self._in_flight} requests in flight",
+                done,
+            )
+        for _ in range(pending):
+            head, written = _ELEM.unpack_from(used, 4 + _ELEM.size * (last & self._mask))
+            if head >= self.num or self._chains[head] is None:
+                self._break(f"id {head} is not a head", done)
+            if written > self._in_len[head]:
+                self._break(
+                    f"used len {written} is larger than in buflen {self._in_len[head]}", done
+                )
+            done.append((self._detach(head), written))
+            last = (last + 1) & _U16_MASK
+        self._last_used = last
+        if self.event_idx and self._callbacks:
+            _U16.pack_into(self._avail, self._used_event_at, last)
+        return done
+
+    def _detach(self, head: int) -> object:
+        ids = self._chains[head]
+        assert ids is not None
+        self._chains[head] = None
+        self._free += ids
+        table = self._tables.pop(head, None)
+        if table is not None:
+            self._allocator.free(table)
+        token = self._tokens[head]
+        self._tokens[head] = None
+        self._in_flight -= 1
+        return token
+
+    def _break(self, reason: str, done: list[tuple[object, int]]) -> NoReturn:
+        self.broken = reason
+        self._orphans += [token for token, _written in done]
+        raise VirtqueueError(f"virtqueue is broken: {reason}")
+
+    def detach_all(self) -> list[object]:
+        """Take back every request in flight (the device is gone or broken); their tokens.
+
+        Frees all descriptors. The rings are not reset: a device that
+        resumes on them must be given a fresh queue.
+        """
+        tokens = self._orphans
+        self._orphans = []
+        for head in range(self.num):
+            if self._chains[head] is not None:
+                tokens.append(self._detach(head))
+        return tokens
+
+    # --- notifications -------------------------------------------------------------------
+
+    def enable_callbacks(self) -> bool:
+        """Ask for used-buffer notifications again.
+
+        Returns ``True`` if used entries arrived meanwhile: they brought no
+        notification, so call :meth:`get_used` now.
+        """
+        self._callbacks = True
+        if self.event_idx:
+            _U16.pack_into(self._avail, self._used_event_at, self._last_used)
+        else:
+            self._avail_flags &= ~VRING_AVAIL_F_NO_INTERRUPT
+            _U16.pack_into(self._avail, 0, self._avail_flags)
+        full_barrier()
+        return bool(_U16.unpack_from(self._used, 2)[0] != self._last_used)
+
+    def disable_callbacks(self) -> None:
+        """Tell the device that used-buffer notifications are not needed (a hint)."""
+        self._callbacks = False
+        if self.event_idx:
+            # the spec wants flags 0 with event idx: push the event far away instead
+            _U16.pack_into(self._avail, self._used_event_at, (self._last_used + _FAR) & _U16_MASK)
+        else:
+            self._avail_flags |= VRING_AVAIL_F_NO_INTERRUPT
+            _U16.pack_into(self._avail, 0, self._avail_flags)
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Give the rings and any indirect tables back to the allocator.
+
+        The queue is unusable afterwards; stop the device first.
+        """
+        if self.broken == "released":
+            return
+        self.detach_all()
+        self._desc.release()
+        self._avail.release()
+        self._used.release()
+        for gpa in (self.desc_gpa, self.avail_gpa, self.used_gpa):
+            self._allocator.free(gpa)
+        self.broken = "released"
+
+    def __repr__(self) -> str:
+        return (
+            f"<DriverVirtqueue num={self.num} free={len(self._free)} in_flight={self._in_flight}>"
+        )
