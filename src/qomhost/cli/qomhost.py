@@ -44,6 +44,7 @@ _OPTIONS: dict[str, bool] = {
     "monitor": True,
     "machine": True,
     "M": True,
+    "accel": True,
     "nodefaults": False,
     "display": True,
     "S": False,
@@ -77,6 +78,11 @@ monitors, accepting QEMU 7.2's flags for them.
                 monitor on an existing chardev
 -machine none[,prop=value]
                 the (empty) machine; other machine types are not emulated
+                (q35 and pc are accepted with memory-encryption=ID, to run
+                SEV's start-up checks)
+-accel tcg|kvm[,prop=value]
+                the accelerator; kvm runs the checks of a sev-guest bound
+                with -machine ...,memory-encryption=ID
 -name NAME[,debug-threads=on|off]
                 name of this instance (query-name)
 -nodefaults     accepted (qomhost creates no default devices)
@@ -92,6 +98,11 @@ monitors, accepting QEMU 7.2's flags for them.
 class _Exit(Exception):
     def __init__(self, status: int) -> None:
         self.status = status
+
+
+class _Fatal(BaseException):
+    """An object's fatal error at run time (QEMU's exit(1)): a BaseException,
+    so that it leaves the event loop, which logs and survives Exceptions."""
 
 
 def _stderr(text: str) -> None:
@@ -152,6 +163,8 @@ class _Plan:
         self.monitors: list[_MonitorPlan] = []
         self.machine: str | None = None
         self.machine_location = ""
+        #: (location, value) of each -accel
+        self.accels: list[tuple[str, str]] = []
         self.name: str | None = None
         self.daemonize = False
         self.pidfile: str | None = None
@@ -298,6 +311,14 @@ def _parse(argv: list[str], rep: _Reporter) -> _Plan:
             elif name in ("machine", "M"):
                 plan.machine = value
                 plan.machine_location = location
+            elif name == "accel":
+                assert value is not None
+                if value in ("help", "?"):
+                    from qomhost.cli.accel import ACCEL_HELP
+
+                    sys.stdout.write(ACCEL_HELP)
+                    raise _Exit(0)
+                plan.accels.append((location, value))
             elif name == "name":
                 assert value is not None
                 opts = parse_qemu_opts(value, "guest").as_dict()
@@ -318,7 +339,19 @@ def _parse(argv: list[str], rep: _Reporter) -> _Plan:
     return plan
 
 
-def _setup_machine(host: object, plan: _Plan, rep: _Reporter) -> None:
+# x86 machine types qomhost accepts only together with memory-encryption:
+# QEMU stops in SEV's start-up checks before it emulates anything.
+_SEV_ONLY_MACHINES = ("q35", "pc", "pc-q35-7.2", "pc-i440fx-7.2")
+
+
+def _unsupported_machine(rep: _Reporter) -> NoReturn:
+    rep.error("unsupported machine type")
+    _stderr("Use -machine help to list supported machines\n")
+    raise _Exit(1)
+
+
+def _setup_machine(host: object, plan: _Plan, rep: _Reporter) -> dict[str, object]:
+    """Create ``/machine``; returns the options to apply once early objects exist."""
     from qomhost.host import Host
     from qomhost.qapi.opts import parse_keyval
 
@@ -333,18 +366,83 @@ def _setup_machine(host: object, plan: _Plan, rep: _Reporter) -> None:
     if machine_type in ("help", "?"):
         sys.stdout.write("Supported machines are:\nnone                 empty machine\n")
         raise _Exit(0)
-    if machine_type != "none":
-        rep.error("unsupported machine type")
-        _stderr("Use -machine help to list supported machines\n")
-        raise _Exit(1)
-    machine = host.create_machine("none-machine")
+    if machine_type != "none" and not (
+        machine_type in _SEV_ONLY_MACHINES
+        and ("memory-encryption" in opts or "confidential-guest-support" in opts)
+    ):
+        _unsupported_machine(rep)
+    host.create_machine("none-machine")
+    pending: dict[str, object] = dict(opts)
+    pending["type"] = machine_type
+    return pending
+
+
+def _apply_machine_options(host: object, opts: dict[str, object], rep: _Reporter) -> None:
+    """Set the ``-machine`` properties (after the early objects, as QEMU does)."""
+    from qomhost.host import Host
+
+    assert isinstance(host, Host)
+    machine = host.machine
+    assert machine is not None
     for key, value in opts.items():
+        if key in ("type", "accel"):
+            continue
         try:
             if not isinstance(value, str):
                 raise QemuError(f"Invalid parameter type for '{key}', expected: string")
             machine.set_property_string(key, value)
         except QemuError as err:
             rep.fail(err)
+
+
+def _start_accelerator(host: object, plan: _Plan, opts: dict[str, object], rep: _Reporter) -> None:
+    """Start the accelerator; a bound ``sev-guest`` is checked by KVM's start."""
+    from qomhost.cli.accel import AccelSpec, configure_accelerators
+    from qomhost.host import Host
+    from qomhost.objects.machine import Machine
+    from qomhost.qapi.opts import parse_qemu_opts
+
+    assert isinstance(host, Host) and isinstance(host.machine, Machine)
+    machine = host.machine
+    specs: list[AccelSpec] = []
+    legacy = opts.get("accel")
+    if legacy is not None and plan.accels:
+        rep.location = None
+        rep.fail(QemuError('The -accel and "-machine accel=" options are incompatible'))
+    if isinstance(legacy, str):
+        specs = [AccelSpec(name, {}, None) for name in legacy.split(":")]
+    for location, value in plan.accels:
+        try:
+            parsed = parse_qemu_opts(value, "accel").as_dict()
+        except QemuError as err:
+            rep.location = location
+            rep.fail(err)
+        name = parsed.pop("accel", "")
+        specs.append(AccelSpec(name, parsed, location))
+    if not specs:
+        specs = [AccelSpec("tcg", {}, None)]
+
+    def report(location: str | None, message: str) -> None:
+        rep.location = location
+        rep.error(message)
+
+    try:
+        started = configure_accelerators(machine, specs, report)
+    except QemuError:
+        raise _Exit(1) from None  # already reported
+    rep.location = None
+    if started is None:
+        raise _Exit(1)
+    if machine.cgs is not None and not getattr(machine.cgs, "ready", False):
+        # QEMU 7.2 aborts on an assertion here (docs/compatibility.md).
+        rep.fail(
+            QemuError(
+                f"memory encryption object '{machine.cgs.name}' needs the KVM accelerator "
+                "(-accel kvm)"
+            )
+        )
+    if opts.get("type", "none") != "none":
+        _unsupported_machine(rep)
 
 
 def _open_chardev(host: object, chr_plan: _ChardevPlan, plan: _Plan, rep: _Reporter) -> None:
@@ -569,6 +667,10 @@ def _daemon_ready(write_fd: int) -> None:
     os.close(null)
 
 
+def _fatal() -> NoReturn:
+    raise _Fatal
+
+
 def run(argv: list[str], prog: str) -> int:
     """Run qomhost with ``argv`` (without the program name); returns the exit status."""
     from qomhost.host import Host
@@ -588,11 +690,15 @@ def run(argv: list[str], prog: str) -> int:
             # by its real path, since a daemon changes directory.
             pidfile = os.path.realpath(plan.pidfile)
         host = Host(plan.name)
-        _setup_machine(host, plan, rep)
+        host.report = lambda line: _stderr(f"{prog}: {line}\n")
+        host.fatal = _fatal
+        machine_opts = _setup_machine(host, plan, rep)
         _create_objects(host, plan, rep, late=False)
         for chr_plan in plan.chardevs:
             _open_chardev(host, chr_plan, plan, rep)
         rep.location = None
+        _apply_machine_options(host, machine_opts, rep)
+        _start_accelerator(host, plan, machine_opts, rep)
         _start_monitors(host, plan, rep)
         _create_objects(host, plan, rep, late=True)
         assert host.machine is not None
@@ -617,6 +723,9 @@ def run(argv: list[str], prog: str) -> int:
     except _Exit as done:
         sys.stdout.flush()
         return done.status
+    except _Fatal:
+        sys.stdout.flush()
+        return 1
     finally:
         if pidfile is not None:
             try:

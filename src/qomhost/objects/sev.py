@@ -106,6 +106,17 @@ class SevGuest(ConfidentialGuestSupport):
             prop.description = text
         return props
 
+    def kvm_init(self, irqchip: bool = True) -> None:
+        """QEMU's ``sev_kvm_init``: check the settings against this host.
+
+        Raises :class:`~qomhost.sev.launch.SevInitError` with QEMU's message
+        for the first check that fails. ``irqchip`` says whether the
+        accelerator has an in-kernel interrupt controller (SEV-ES needs one).
+        """
+        from qomhost.sev.launch import sev_kvm_init
+
+        sev_kvm_init(self, irqchip)
+
     def info(self) -> dict[str, Any]:
         """This guest's ``query-sev`` answer once SEV is active."""
         return {
