@@ -52,6 +52,7 @@ _PROT_RW = mmap.PROT_READ | mmap.PROT_WRITE
 # that mapped them can never be sent SIGBUS by a later ftruncate
 _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 _U64_LIMIT = 1 << 64
+_bisect = bisect.bisect_right
 
 
 class GuestMemoryError(QemuError):
@@ -125,7 +126,10 @@ class GuestMemory:
         order = sorted(range(len(regions)), key=lambda i: regions[i].guest_phys_addr)
         self.regions: tuple[MappedRegion, ...] = tuple(regions[i] for i in order)
         self._maps: tuple[mmap.mmap, ...] = tuple(maps[i] for i in order)
+        # flat lists for the lookups on the data path (no attribute chains)
         self._gpa_starts = [r.guest_phys_addr for r in self.regions]
+        self._gpa_sizes = [r.memory_size for r in self.regions]
+        self._gpa_views = [r.view for r in self.regions]
         by_uva = sorted(self.regions, key=lambda r: r.userspace_addr)
         self._uva_regions = tuple(by_uva)
         self._uva_starts = [r.userspace_addr for r in by_uva]
@@ -304,12 +308,14 @@ class GuestMemory:
 
         :raises GuestMemoryError: unless the bytes lie inside one region.
         """
-        region = self._region_at(gpa)
-        if region is None or length < 0 or gpa + length > region.gpa_end or self._closed:
-            self._check_open()
-            raise _outside(gpa, length)
-        start = gpa - region.guest_phys_addr
-        return region.view[start : start + length]
+        i = _bisect(self._gpa_starts, gpa) - 1
+        if i >= 0:
+            start = gpa - self._gpa_starts[i]
+            size = self._gpa_sizes[i]
+            if start < size and 0 <= length <= size - start and not self._closed:
+                return self._gpa_views[i][start : start + length]
+        self._check_open()
+        raise _outside(gpa, length)
 
     def view_uva(self, uva: int, length: int) -> memoryview:
         """Like :meth:`view`, by frontend user address (as ``SET_VRING_ADDR`` gives them)."""
@@ -328,12 +334,13 @@ class GuestMemory:
 
         :raises GuestMemoryError: when any byte is outside guest memory.
         """
+        i = _bisect(self._gpa_starts, gpa) - 1
+        if i >= 0:
+            start = gpa - self._gpa_starts[i]
+            size = self._gpa_sizes[i]
+            if start < size and 0 <= length <= size - start and not self._closed:
+                return [self._gpa_views[i][start : start + length]]
         region = self._region_at(gpa)
-        if region is not None and length >= 0 and gpa + length <= region.gpa_end:
-            if self._closed:
-                self._check_open()
-            start = gpa - region.guest_phys_addr
-            return [region.view[start : start + length]]
         out: list[memoryview] = []
         addr, left = gpa, length
         while True:

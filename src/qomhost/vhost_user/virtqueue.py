@@ -490,11 +490,14 @@ class DriverVirtqueue:
         # free descriptors as a stack; the ring itself is never trusted for it
         self._free = list(range(num - 1, -1, -1))
         # per head: the descriptors it holds (None when not in flight), its
-        # token, its indirect table and how many bytes the device may write
+        # token and how many bytes the device may write
         self._chains: list[list[int] | None] = [None] * num
         self._tokens: list[object] = [None] * num
-        self._tables: dict[int, int] = {}
         self._in_len = [0] * num
+        # indirect tables stay with the descriptor that points to them and are
+        # reused, so a request costs no trip through the allocator
+        self._table_gpa = [0] * num
+        self._table_view: list[memoryview | None] = [None] * num
         self._in_flight = 0
         self._avail_idx = 0
         self._last_used = 0
@@ -562,31 +565,26 @@ class DriverVirtqueue:
             if not 0 < length < _U32_LIMIT:
                 raise VirtqueueError(f"invalid buffer length {length}")
         n_out = len(out)
-        table_gpa = None
+        table = None
         if self.indirect and total > 1 and self._free:
-            try:
-                table_gpa = self._allocator.alloc(_DESC_SIZE * total, _DESC_SIZE)
-            except GuestMemoryError:
-                pass  # as Linux does: fall back to a direct chain
-        needed = 1 if table_gpa is not None else total
+            table = self._indirect_table(self._free[-1], total)
+        needed = 1 if table is not None else total
         if needed > len(self._free):
             raise VirtqueueFull(
                 f"virtqueue full: {needed} descriptors needed, {len(self._free)} free"
             )
-        if table_gpa is not None:
-            table = self.memory.view(table_gpa, _DESC_SIZE * total)
-            self._write_chain(table, buffers, n_out, list(range(total)))
+        if table is not None:
+            self._write_chain(table, buffers, n_out, range(total))
             head = self._free.pop()
             _DESC.pack_into(
                 self._desc,
                 _DESC_SIZE * head,
-                table_gpa,
+                self._table_gpa[head],
                 _DESC_SIZE * total,
                 VIRTQ_DESC_F_INDIRECT,
                 0,
             )
             ids = [head]
-            self._tables[head] = table_gpa
         else:
             ids = self._free[-total:]
             del self._free[-total:]
@@ -603,9 +601,29 @@ class DriverVirtqueue:
         self._num_added += 1
         return head
 
+    def _indirect_table(self, head: int, total: int) -> memoryview | None:
+        """The table for a ``total``-buffer request at ``head``, grown if too small;
+        ``None`` when guest memory has no room (the request then goes direct)."""
+        table = self._table_view[head]
+        if table is not None and table.nbytes >= _DESC_SIZE * total:
+            return table
+        if total > MAX_QUEUE_SIZE:
+            return None
+        capacity = max(4, 1 << (total - 1).bit_length())
+        try:
+            gpa = self._allocator.alloc(_DESC_SIZE * capacity, _DESC_SIZE)
+        except GuestMemoryError:
+            return None  # as Linux does: fall back to a direct chain
+        if table is not None:
+            table.release()
+            self._allocator.free(self._table_gpa[head])
+        table = self._table_view[head] = self.memory.view(gpa, _DESC_SIZE * capacity)
+        self._table_gpa[head] = gpa
+        return table
+
     @staticmethod
     def _write_chain(
-        table: memoryview, buffers: list[tuple[int, int]], n_out: int, ids: list[int]
+        table: memoryview, buffers: list[tuple[int, int]], n_out: int, ids: Sequence[int]
     ) -> None:
         last = len(buffers) - 1
         for k, (gpa, length) in enumerate(buffers):
@@ -679,9 +697,6 @@ class DriverVirtqueue:
         assert ids is not None
         self._chains[head] = None
         self._free += ids
-        table = self._tables.pop(head, None)
-        if table is not None:
-            self._allocator.free(table)
         token = self._tokens[head]
         self._tokens[head] = None
         self._in_flight -= 1
@@ -747,6 +762,11 @@ class DriverVirtqueue:
         self._used.release()
         for gpa in (self.desc_gpa, self.avail_gpa, self.used_gpa):
             self._allocator.free(gpa)
+        for head, table in enumerate(self._table_view):
+            if table is not None:
+                table.release()
+                self._allocator.free(self._table_gpa[head])
+        self._table_view = [None] * self.num
         self.broken = "released"
 
     def __repr__(self) -> str:
