@@ -11,4 +11,10 @@ bytes as ``SCM_RIGHTS`` ancillary data.
 :mod:`qomhost.vhost_user.protocol` is that conversation without I/O: bytes
 and fds in, message objects out, and back. Nothing here opens a socket, so
 it can be tested, fuzzed and reused by either end.
+
+:mod:`qomhost.vhost_user.memory` is the guest memory both ends share
+(memfds the frontend allocates and the backend maps from
+``SET_MEM_TABLE``), and :mod:`qomhost.vhost_user.virtqueue` the split
+virtqueues in it, with a driver's end for the frontend and a device's end
+for the backend.
 """
