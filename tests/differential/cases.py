@@ -46,6 +46,9 @@ TYPES = (
     "tls-creds-x509",
     "confidential-guest-support",
     "sev-guest",
+    "cryptodev-backend",
+    "cryptodev-backend-builtin",
+    "cryptodev-vhost-user",
 )
 CREATABLE = (
     "secret",
@@ -57,6 +60,9 @@ CREATABLE = (
     "authz-list-file",
     "tls-creds-x509",
     "sev-guest",
+    "cryptodev-backend",
+    "cryptodev-backend-builtin",
+    "cryptodev-vhost-user",
 )
 COMMANDS = (
     "qmp_capabilities",
@@ -73,6 +79,11 @@ COMMANDS = (
     "qom-list-properties",
     "human-monitor-command",
     "query-iothreads",
+    "query-sev",
+    "query-sev-capabilities",
+    "query-sev-launch-measure",
+    "query-sev-attestation-report",
+    "sev-inject-launch-secret",
 )
 
 # --------------------------------------------------------------------------- fixed vectors
@@ -2561,6 +2572,9 @@ TLS = [*TLS_CLI, *TLS_JSON, *TLS_HELP, *TLS_QMP, *TLS_CHARDEV]
 # sev-guest, memory-encryption and the SEV commands: a table of their own.
 from sev_cases import SEV_CASES  # noqa: E402
 
+# The cryptodev backends: a table of their own too.
+from cryptodev_cases import CRYPTODEV_CASES  # noqa: E402
+
 CASES: list[Case] = [
     *CLI_SYNTAX,
     *CLI_JSON,
@@ -2576,6 +2590,7 @@ CASES: list[Case] = [
     *AUTHZ,
     *TLS,
     *SEV_CASES,
+    *CRYPTODEV_CASES,
 ]
 
 _names = [c.name for c in CASES]

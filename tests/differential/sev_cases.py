@@ -300,6 +300,41 @@ MACHINE = [
     machine("accel-both-forms", "none,accel=kvm", *KVM, specs=()),
 ]
 
-SEV_CASES: list[Case] = [*OBJECT, *MACHINE]
+# --------------------------------------------------------------------------- QMP and HMP
+
+SEV_QUERIES: tuple[ScriptItem, ...] = (
+    ex("query-sev"),
+    ex("query-sev-capabilities"),
+    ex("query-sev-launch-measure"),
+    ex("query-sev-attestation-report", mnonce="AAAAAAAAAAAAAAAAAAAAAA=="),
+    ex("query-sev-attestation-report", mnonce="x"),
+    ex("query-sev-attestation-report"),
+    ex("query-sev-attestation-report", mnonce=1),
+    ex("sev-inject-launch-secret", packet_header="aGVhZGVy", secret="c2VjcmV0"),
+    ex("sev-inject-launch-secret", packet_header="aGVhZGVy", secret="c2VjcmV0", gpa=4096),
+    ex("sev-inject-launch-secret", packet_header="", secret=""),
+    ex("sev-inject-launch-secret", secret="x"),
+    ex("sev-inject-launch-secret", packet_header="x"),
+    ex("sev-inject-launch-secret", packet_header="x", secret="y", gpa=-1),
+    ex("sev-inject-launch-secret", packet_header="x", secret="y", gpa="0"),
+    ex("query-sev", arguments_extra=1),
+    hmc("info sev"),
+    hmc("help info sev"),
+)
+
+QUERIES = [
+    qmp("sev-qmp-tcg", *SEV_QUERIES),
+    qmp("sev-qmp-tcg-object", *SEV_QUERIES, specs=(SEED,)),
+    qmp("sev-qmp-kvm", *SEV_QUERIES, args=(*QMP, *KVM)),
+    qmp("sev-qmp-kvm-object", *SEV_QUERIES, specs=(OK,), args=(*QMP, *KVM)),
+    qmp("sev-qmp-tcg-explicit", ex("query-sev-capabilities"), args=(*QMP, "-accel", "tcg")),
+    Case(
+        "sev-hmp-info",
+        (*BASE, "-monitor", "stdio", *KVM),
+        ("info sev", "quit"),
+    ),
+]
+
+SEV_CASES: list[Case] = [*OBJECT, *MACHINE, *QUERIES]
 
 __all__ = ["SEV_CASES"]

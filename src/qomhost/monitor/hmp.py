@@ -380,10 +380,29 @@ def _hmp_info_iothreads(host: Host, out: _Output, args: dict[str, object]) -> No
             out.print(f"  {key}={info[key]}\n")
 
 
+def _hmp_info_sev(host: Host, out: _Output, args: dict[str, object]) -> None:
+    from qomhost.monitor.commands.sev import sev_info
+    from qomhost.sev.policy import SEV_POLICY_NODBG, SEV_POLICY_NOKS
+
+    info = sev_info(host.command_context())
+    if not info["enabled"]:
+        out.print("SEV is not enabled\n")
+        return
+    policy = info["policy"]
+    assert isinstance(policy, int)
+    out.print(f"handle: {info['handle']}\n")
+    out.print(f"state: {info['state']}\n")
+    out.print(f"build: {info['build-id']}\n")
+    out.print(f"api version: {info['api-major']}.{info['api-minor']}\n")
+    out.print(f"debug: {'off' if policy & SEV_POLICY_NODBG else 'on'}\n")
+    out.print(f"key-sharing: {'off' if policy & SEV_POLICY_NOKS else 'on'}\n")
+
+
 INFO_COMMANDS: tuple[HmpCommand, ...] = (
     HmpCommand("iothreads", "", "", "show iothreads", _hmp_info_iothreads),
     HmpCommand("name", "", "", "show the current VM name", _hmp_info_name),
     HmpCommand("qom-tree", "path:s?", "[path]", "show QOM composition tree", _hmp_info_qom_tree),
+    HmpCommand("sev", "", "", "show SEV information", _hmp_info_sev),
     HmpCommand("version", "", "", "show the version of QEMU", _hmp_info_version),
 )
 

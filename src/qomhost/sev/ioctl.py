@@ -38,6 +38,7 @@ __all__ = [
     "SevUserDataPdhCertExport",
     "SevUserDataStatus",
     "fw_error_to_str",
+    "sev_ioctl",
     "sev_platform_status",
 ]
 
@@ -263,7 +264,7 @@ def fw_error_to_str(code: int) -> str:
 _libc: ctypes.CDLL | None = None
 
 
-def _ioctl(fd: int, request: int, arg: ctypes._CData) -> int:
+def sev_ioctl(fd: int, request: int, arg: ctypes._CData) -> int:
     """``ioctl(fd, request, &arg)``; returns its result (-1 on failure, errno kept)."""
     global _libc
     if _libc is None:
@@ -282,5 +283,5 @@ def sev_platform_status(fd: int) -> tuple[int, int, SevUserDataStatus]:
     """
     status = SevUserDataStatus()
     cmd = SevIssueCmd(cmd=SevUserCmd.PLATFORM_STATUS, data=ctypes.addressof(status))
-    ret = _ioctl(fd, SEV_ISSUE_CMD, cmd)
+    ret = sev_ioctl(fd, SEV_ISSUE_CMD, cmd)
     return ret, int(cmd.error), status

@@ -102,6 +102,6 @@ _loaded = False
 def _load() -> None:
     global _loaded
     if not _loaded:
-        from qomhost.monitor.commands import control, iothread, qom  # noqa: F401
+        from qomhost.monitor.commands import control, iothread, qom, sev  # noqa: F401
 
         _loaded = True
