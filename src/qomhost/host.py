@@ -47,6 +47,12 @@ QEMU_VERSION: Mapping[str, int] = {"major": 7, "minor": 2, "micro": 0}
 PACKAGE = "qomhost 0.1.0"
 
 
+def _log_report(line: str) -> None:
+    import logging
+
+    logging.getLogger("qomhost.host").error("%s", line)
+
+
 class Host:
     """A qomhost instance: objects, event loop and monitors.
 
@@ -64,6 +70,13 @@ class Host:
         self.qmp_monitors: list[QmpMonitor] = []
         self.shutdown_reason: str | None = None
         self._on_object_deleted: list[Callable[[str], None]] = []
+        #: how objects report an error at run time, one line each (QEMU's
+        #: error_report); the command line prints ``prog: line``, a library
+        #: host logs it
+        self.report: Callable[[str], None] = _log_report
+        #: what follows a fatal report (QEMU exits with status 1); None in a
+        #: library host, where the object fails instead
+        self.fatal: Callable[[], None] | None = None
 
     # --- the tree ---------------------------------------------------------------
     def create_machine(self, type_name: str = "none-machine") -> Object:
@@ -111,6 +124,18 @@ class Host:
             assert isinstance(obj, QCryptoTLSCredsX509)
             # To find the secret named by passwordid.
             obj.lookup = self.lookup_object
+        elif types.is_a(obj.type_name, "cryptodev-backend"):
+            from qomhost.objects.cryptodev.base import CryptoDevBackend
+
+            assert isinstance(obj, CryptoDevBackend)
+            obj.context = self.context
+            if types.is_a(obj.type_name, "cryptodev-vhost-user"):
+                from qomhost.objects.cryptodev.vhost_user import CryptoDevBackendVhostUser
+
+                assert isinstance(obj, CryptoDevBackendVhostUser)
+                obj.find_chardev = self.chardevs.child
+                obj.report = lambda line: self.report(line)
+                obj.fatal = self.fatal
         elif types.is_a(obj.type_name, "authz-list-file"):
             from qomhost.objects.authz.listfile import QAuthZListFile
 

@@ -341,6 +341,27 @@ class ChardevSocket(Chardev):
             return
         self._received(data)
 
+    def wait_readable(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the peer, then read as the loop would.
+
+        For a frontend that must have an answer before it returns, such as
+        vhost-user, which QEMU also reads synchronously: what arrives goes
+        to the frontend's ``chr_read`` (or ``chr_closed``) as usual. Call it
+        only from the thread that runs this chardev's loop. False when
+        nothing arrived in time or nobody is connected.
+        """
+        sock = self._sock
+        if sock is None:
+            return False
+        import select
+
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        if not poller.poll(max(0, int(timeout * 1000))):
+            return False
+        self._on_readable()
+        return True
+
     def take_fds(self) -> list[int]:
         """File descriptors received so far; the caller now owns them."""
         fds, self._fds = self._fds, []

@@ -699,8 +699,11 @@ def run(argv: list[str], prog: str) -> int:
         rep.location = None
         _apply_machine_options(host, machine_opts, rep)
         _start_accelerator(host, plan, machine_opts, rep)
-        _start_monitors(host, plan, rep)
+        # As QEMU does: late objects first, then the monitors, so that a
+        # vhost-user handshake that fails ends the program before a monitor
+        # has greeted anybody.
         _create_objects(host, plan, rep, late=True)
+        _start_monitors(host, plan, rep)
         assert host.machine is not None
         from qomhost.objects.machine import Machine
 

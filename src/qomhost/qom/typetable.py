@@ -78,6 +78,24 @@ _TYPES = (
         impl="qomhost.objects.authz.pam:QAuthZPAM",
         interfaces=(USER_CREATABLE,),
     ),
+    # Not abstract in QEMU 7.2: object-add creates one, which serves nothing.
+    TypeInfo(
+        "cryptodev-backend",
+        "object",
+        impl="qomhost.objects.cryptodev.base:CryptoDevBackend",
+        interfaces=(USER_CREATABLE,),
+    ),
+    TypeInfo(
+        "cryptodev-backend-builtin",
+        "cryptodev-backend",
+        impl="qomhost.objects.cryptodev.builtin:CryptoDevBackendBuiltin",
+    ),
+    TypeInfo(
+        "cryptodev-vhost-user",
+        "cryptodev-backend",
+        impl="qomhost.objects.cryptodev.vhost_user:CryptoDevBackendVhostUser",
+        late=True,
+    ),
     # As in QEMU, "tls-creds" is abstract and not user-creatable itself.
     TypeInfo("tls-creds", "object", impl="qomhost.objects.tls:QCryptoTLSCreds", abstract=True),
     TypeInfo(

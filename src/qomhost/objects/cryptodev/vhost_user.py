@@ -1,0 +1,238 @@
+"""``cryptodev-vhost-user``: crypto work done by another process, over vhost-user.
+
+``-chardev socket,id=c0,path=S -object cryptodev-vhost-user,id=cv0,chardev=c0,queues=N``
+connects to a vhost-user crypto backend (``qomhost-vhost-user-crypto``,
+DPDK's ``vhost_crypto``, ...) through the socket chardev ``c0``.
+
+As in QEMU 7.2:
+
+* ``chardev`` is mandatory and looked up when the object is completed
+  (``Device 'nope' not found``, class DeviceNotFound; ``Device 'c0' is in
+  use`` when something else is attached to it); it cannot be changed
+  afterwards (``Property 'chardev' can no longer be set``) and reads back
+  as the chardev's label.
+* The handshake (:mod:`qomhost.vhost_user.frontend`) runs whenever the
+  chardev opens: at once, inside ``complete()``, if the socket is already
+  connected; later for a server chardev or a client with ``reconnect=``.
+  Each of the ``queues`` data queues is a vhost device of its own with one
+  virtqueue, handshaken in turn. A backend offering fewer queues
+  (``you are asking more queues than supported: N``) or failing the
+  handshake ends the program with status 1, as QEMU does; a library host
+  (no ``fatal`` hook) gets the error from ``complete()`` instead, or, for a
+  later connection, a device that stays not ready.
+* When the backend goes away the device is not ready; with ``reconnect=``
+  the handshake runs again when it comes back, and the sessions of the
+  old connection are gone (using one says so).
+* ``queues`` from 64 on is refused (QEMU 7.2 aborts on an assertion when
+  the chardev opens; see ``docs/compatibility.md``).
+
+Sessions are created and closed with ``CREATE_CRYPTO_SESSION`` (QEMU 7.2's
+632-byte layout; the reply is always awaited, a negative id is ``Bad
+session id: <n>``) and ``CLOSE_CRYPTO_SESSION`` (no reply). The Python API
+is :mod:`qomhost.objects.cryptodev.base`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from qomhost.cryptodev.virtio_crypto import (
+    LAYOUT_QEMU72,
+    CipherAlgo,
+    CryptoConfig,
+    HashAlgo,
+    Service,
+    Status,
+    SymSessionInfo,
+    encode_session,
+    session_reply_id,
+)
+from qomhost.errors import DEVICE_NOT_FOUND, ObjectError
+from qomhost.objects.cryptodev.base import (
+    MAX_CRYPTO_QUEUE_NUM,
+    CryptoDevBackend,
+    CryptoDevError,
+    Session,
+)
+from qomhost.qapi.schema import STR, Member
+from qomhost.qom.object import Object, ObjectProperty
+
+if TYPE_CHECKING:
+    from qomhost.chardev.base import Chardev
+    from qomhost.vhost_user.frontend import Channel, VhostDev
+
+__all__ = ["CryptoDevBackendVhostUser"]
+
+log = logging.getLogger("qomhost.cryptodev")
+
+MAX_CIPHER_KEY_LEN = 64
+MAX_AUTH_KEY_LEN = 512
+
+
+def _log_report(line: str) -> None:
+    log.error("%s", line)
+
+
+def _set_chardev(obj: Any, value: object) -> None:
+    assert isinstance(value, str)
+    if obj.completed:
+        raise ObjectError("Property 'chardev' can no longer be set")
+    obj.chardev_name = value
+
+
+def _get_chardev(obj: Any) -> object:
+    chardev = obj.chardev
+    return chardev.label if chardev is not None else ""
+
+
+class CryptoDevBackendVhostUser(CryptoDevBackend):
+    """``cryptodev-vhost-user``: a vhost-user frontend for a crypto backend."""
+
+    MEMBERS: ClassVar[tuple[Member, ...]] = (Member("chardev", STR, optional=False),)
+
+    #: QEMU 7.2 asserts ``queues < MAX_CRYPTO_QUEUE_NUM`` when the chardev opens
+    queue_limit = MAX_CRYPTO_QUEUE_NUM - 1
+
+    def __init__(self, type_name: str) -> None:
+        super().__init__(type_name)
+        self.chardev_name: str | None = None
+        self.chardev: Chardev | None = None
+        self.completed = False
+        #: set by the host before complete(): find a chardev by label
+        self.find_chardev: Callable[[str], Object | None] = lambda _label: None
+        #: QEMU's error_report: one line each (the command line prints them)
+        self.report: Callable[[str], None] = _log_report
+        #: QEMU's exit(1) after a fatal report; None in a library host
+        self.fatal: Callable[[], None] | None = None
+        self.channel: Channel | None = None
+        self.devs: list[VhostDev] = []
+        self._ready = False
+        #: the reason the device is not ready, once it failed
+        self.error: str | None = None
+
+    @classmethod
+    def class_properties(cls) -> list[ObjectProperty]:
+        return [
+            ObjectProperty("chardev", "string", getter=_get_chardev, setter=_set_chardev, kind=STR)
+        ]
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    # --- creation -------------------------------------------------------------------
+    def complete(self) -> None:
+        from qomhost.chardev.base import Chardev
+        from qomhost.vhost_user.frontend import Channel
+
+        name = self.chardev_name
+        if name is None:
+            raise ObjectError("Parameter 'chardev' expects a valid character device")
+        chardev = self.find_chardev(name)
+        if chardev is None:
+            raise ObjectError(f"Device '{name}' not found", DEVICE_NOT_FOUND)
+        assert isinstance(chardev, Chardev)
+        if chardev.frontend is not None:
+            raise ObjectError(f"Device '{name}' is in use")
+        assert self.context is not None
+        self.completed = True
+        self.chardev = chardev
+        self.channel = Channel(chardev, self.context, on_open=self._opened, on_close=self._closed)
+        chardev.attach(self.context, self.channel)
+        if self.error is not None and self.fatal is None:
+            # A library host: the handshake failed inside complete().
+            error = self.error
+            self.finalize()
+            raise ObjectError(error)
+
+    def _opened(self) -> None:
+        """The backend connected: handshake every queue, as QEMU's OPENED event does."""
+        from qomhost.vhost_user.frontend import VhostDev, VhostUserError
+
+        assert self.channel is not None
+        channel = self.channel
+        self._drop_devs()
+        self.error = None
+        for i in range(self.queues):
+            dev = VhostDev(i, 1, warn=self._warn, backend_channel=channel.backend_channel)
+            self.devs.append(dev)
+            try:
+                channel.run(dev.init())
+            except VhostUserError as err:
+                self._fail([*err.lines, f"failed to init vhost_crypto for queue {i}"])
+                return
+            if i == 0 and self.queues > dev.max_queues:
+                self._fail([f"you are asking more queues than supported: {dev.max_queues}"])
+                return
+        self.capabilities = CryptoConfig(
+            status=Status.S_HW_READY,
+            max_dataqueues=self.queues,
+            crypto_services=(1 << Service.CIPHER) | (1 << Service.HASH) | (1 << Service.MAC),
+            cipher_algo_l=1 << CipherAlgo.AES_CBC,
+            hash_algo=1 << HashAlgo.SHA1,
+            max_cipher_key_len=MAX_CIPHER_KEY_LEN,
+            max_auth_key_len=MAX_AUTH_KEY_LEN,
+            max_size=(1 << 64) - 1,
+        )
+        self._ready = True
+
+    def _warn(self, text: str) -> None:
+        self.report(f"warning: {text}")
+
+    def _fail(self, lines: list[str]) -> None:
+        for line in lines:
+            self.report(line)
+        self.error = lines[-1]
+        if self.fatal is not None:
+            self.fatal()
+        # A library host keeps running: drop the connection, stay not ready.
+        self._ready = False
+        if self.chardev is not None:
+            self.chardev.disconnect()
+
+    def _closed(self) -> None:
+        """The backend went away: not ready; its sessions are gone."""
+        self._ready = False
+        self._drop_devs()
+        self._forget_sessions()
+
+    def _drop_devs(self) -> None:
+        for dev in self.devs:
+            dev.close()
+        self.devs.clear()
+
+    def finalize(self) -> None:
+        self._ready = False
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        self._drop_devs()
+        self._forget_sessions()
+
+    # --- sessions -------------------------------------------------------------------
+    def _run(self, what: str, conversation: Any) -> Any:
+        from qomhost.vhost_user.frontend import VhostUserError
+
+        if self.channel is None or not self._ready:
+            raise CryptoDevError(f"cryptodev backend '{self.name}' is not ready")
+        try:
+            return self.channel.run(conversation)
+        except VhostUserError as err:
+            raise CryptoDevError(f"{err.desc} ({what} failed)") from None
+
+    def _create_session(self, info: SymSessionInfo) -> int:
+        dev = self.devs[0]
+        payload = encode_session(info, LAYOUT_QEMU72)
+        reply = self._run("create session", dev.create_crypto_session(payload))
+        session_id = session_reply_id(reply, LAYOUT_QEMU72)
+        if session_id < 0:
+            raise CryptoDevError(f"Bad session id: {session_id}")
+        return session_id
+
+    def _close_session(self, session_id: int) -> None:
+        self._run("close session", self.devs[0].close_crypto_session(session_id))
+
+    def _cipher(self, session: Session, iv: bytes, data: bytes, queue: int | None) -> bytes:
+        raise CryptoDevError("the vhost-user data path is not available yet")
