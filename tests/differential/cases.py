@@ -2569,11 +2569,10 @@ TLS_CHARDEV.append(
 
 TLS = [*TLS_CLI, *TLS_JSON, *TLS_HELP, *TLS_QMP, *TLS_CHARDEV]
 
-# sev-guest, memory-encryption and the SEV commands: a table of their own.
-from sev_cases import SEV_CASES  # noqa: E402
-
-# The cryptodev backends: a table of their own too.
+# sev-guest, memory-encryption and the SEV commands, and the cryptodev
+# backends: tables of their own.
 from cryptodev_cases import CRYPTODEV_CASES  # noqa: E402
+from sev_cases import SEV_CASES  # noqa: E402
 
 CASES: list[Case] = [
     *CLI_SYNTAX,

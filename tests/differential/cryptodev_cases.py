@@ -131,7 +131,9 @@ CLI = [
     ),
     bare("cryptodev-cli-builtin-two-queues", "-object", "cryptodev-backend-builtin,id=cb,queues=2"),
     bare("cryptodev-cli-builtin-64-queues", "-object", "cryptodev-backend-builtin,id=cb,queues=64"),
-    bare("cryptodev-cli-builtin-queues-zero", "-object", "cryptodev-backend-builtin,id=cb,queues=0"),
+    bare(
+        "cryptodev-cli-builtin-queues-zero", "-object", "cryptodev-backend-builtin,id=cb,queues=0"
+    ),
     bare("cryptodev-cli-base-queues-zero", "-object", "cryptodev-backend,id=b,queues=0"),
     bare("cryptodev-cli-queues-negative", "-object", "cryptodev-backend,id=b,queues=-1"),
     bare("cryptodev-cli-queues-too-big", "-object", "cryptodev-backend,id=b,queues=4294967296"),
@@ -144,9 +146,7 @@ CLI = [
         "-object",
         "cryptodev-vhost-user,id=v,chardev=nope",
     ),
-    bare(
-        "cryptodev-cli-vhost-user-empty-chardev", "-object", "cryptodev-vhost-user,id=v,chardev="
-    ),
+    bare("cryptodev-cli-vhost-user-empty-chardev", "-object", "cryptodev-vhost-user,id=v,chardev="),
     bare(
         "cryptodev-cli-vhost-user-queues-zero",
         "-chardev",
