@@ -158,10 +158,11 @@ def read_failed(request: int) -> ChannelError:
 
 class Ring(FrozenRecord):
     """One virtqueue to start: its index, size, ring addresses (frontend
-    user addresses), first available index, and kick and call eventfds."""
+    user addresses), kick and call eventfds, first available index, and the
+    used ring's guest address (``log_guest_addr``, which QEMU always sends)."""
 
-    __slots__ = ("avail", "base", "call_fd", "desc", "index", "kick_fd", "num", "used")
-    _fields = ("index", "num", "desc", "avail", "used", "kick_fd", "call_fd", "base")
+    __slots__ = ("avail", "base", "call_fd", "desc", "index", "kick_fd", "log", "num", "used")
+    _fields = ("index", "num", "desc", "avail", "used", "kick_fd", "call_fd", "base", "log")
     index: int
     num: int
     desc: int
@@ -170,6 +171,7 @@ class Ring(FrozenRecord):
     kick_fd: int
     call_fd: int
     base: int
+    log: int
 
     def __init__(
         self,
@@ -181,8 +183,9 @@ class Ring(FrozenRecord):
         kick_fd: int,
         call_fd: int,
         base: int = 0,
+        log: int = 0,
     ) -> None:
-        self._init(index, num, desc, avail, used, kick_fd, call_fd, base)
+        self._init(index, num, desc, avail, used, kick_fd, call_fd, base, log)
 
 
 def _eventfd() -> int:
@@ -362,7 +365,7 @@ class VhostDev:
         for ring in rings:
             yield VringState(Request.SET_VRING_NUM, ring.index, ring.num)
             yield VringState(Request.SET_VRING_BASE, ring.index, ring.base)
-            yield VringAddr(ring.index, ring.desc, ring.used, ring.avail)
+            yield VringAddr(ring.index, ring.desc, ring.used, ring.avail, ring.log)
             yield VringFile(Request.SET_VRING_KICK, ring.index, ring.kick_fd)
             yield VringFile(Request.SET_VRING_CALL, ring.index, ring.call_fd)
         if self.backend_features & F_PROTOCOL_FEATURES_MASK:

@@ -35,6 +35,7 @@ is :mod:`qomhost.objects.cryptodev.base`'s.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -43,6 +44,8 @@ from qomhost.cryptodev.virtio_crypto import (
     CipherAlgo,
     CryptoConfig,
     HashAlgo,
+    Op,
+    Opcode,
     Service,
     Status,
     SymSessionInfo,
@@ -60,7 +63,10 @@ from qomhost.qapi.schema import STR, Member
 from qomhost.qom.object import Object, ObjectProperty
 
 if TYPE_CHECKING:
+    import concurrent.futures
+
     from qomhost.chardev.base import Chardev
+    from qomhost.objects.cryptodev.datapath import DataPath
     from qomhost.vhost_user.frontend import Channel, VhostDev
 
 __all__ = ["CryptoDevBackendVhostUser"]
@@ -111,6 +117,10 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
         self._ready = False
         #: the reason the device is not ready, once it failed
         self.error: str | None = None
+        #: the data queues (started on the first request of a connection)
+        self.datapath: DataPath | None = None
+        #: seconds a data request may take
+        self.request_timeout = 10.0
 
     @classmethod
     def class_properties(cls) -> list[ObjectProperty]:
@@ -176,6 +186,10 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
             max_auth_key_len=MAX_AUTH_KEY_LEN,
             max_size=(1 << 64) - 1,
         )
+        from qomhost.objects.cryptodev.datapath import DataPath
+
+        assert self.context is not None
+        self.datapath = DataPath(channel, list(self.devs), self.context, self._datapath_failed)
         self._ready = True
 
     def _warn(self, text: str) -> None:
@@ -198,7 +212,16 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
         self._drop_devs()
         self._forget_sessions()
 
+    def _datapath_failed(self, text: str) -> None:
+        """A ring was found broken: the backend cannot be trusted any more."""
+        log.error("%s: %s; disconnecting", self.name, text)
+        if self.chardev is not None:
+            self.chardev.disconnect()
+
     def _drop_devs(self) -> None:
+        datapath, self.datapath = self.datapath, None
+        if datapath is not None:
+            datapath.close()
         for dev in self.devs:
             dev.close()
         self.devs.clear()
@@ -234,5 +257,58 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
     def _close_session(self, session_id: int) -> None:
         self._run("close session", self.devs[0].close_crypto_session(session_id))
 
+    # --- requests -------------------------------------------------------------------
+    def _submit(
+        self, session: Session, iv: bytes, data: bytes, queue: int | None
+    ) -> concurrent.futures.Future[bytes]:
+        datapath = self.datapath
+        if datapath is None or not self._ready:
+            raise CryptoDevError(f"cryptodev backend '{self.name}' is not ready")
+        opcode = Opcode.CIPHER_ENCRYPT if session.op == Op.ENCRYPT else Opcode.CIPHER_DECRYPT
+        return datapath.submit(opcode, session.info.cipher_alg, session.id, iv, data, queue)
+
     def _cipher(self, session: Session, iv: bytes, data: bytes, queue: int | None) -> bytes:
-        raise CryptoDevError("the vhost-user data path is not available yet")
+        import concurrent.futures
+
+        if not data:
+            return b""
+        future = self._submit(session, iv, data, queue)
+        context = self.context
+        assert context is not None
+        if context.thread_id not in (None, threading.get_native_id()):
+            try:
+                return future.result(self.request_timeout)
+            except concurrent.futures.TimeoutError:
+                raise CryptoDevError(
+                    f"no answer from the vhost-user backend in {self.request_timeout:g} s"
+                ) from None
+        # On the loop's own thread nobody else would read the completion:
+        # run the loop here until it arrives (or the backend goes away).
+        deadline = context.call_later(self.request_timeout, lambda: None)
+        try:
+            while not future.done():
+                context.run_once(blocking=True)
+                if context.clock() >= deadline.deadline:
+                    break
+        finally:
+            deadline.cancel()
+        if not future.done():
+            raise CryptoDevError(
+                f"no answer from the vhost-user backend in {self.request_timeout:g} s"
+            )
+        return future.result()
+
+    async def _cipher_async(
+        self, session: Session, iv: bytes, data: bytes, queue: int | None
+    ) -> bytes:
+        import asyncio
+
+        if not data:
+            return b""
+        future = self._submit(session, iv, data, queue)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.request_timeout)
+        except TimeoutError:
+            raise CryptoDevError(
+                f"no answer from the vhost-user backend in {self.request_timeout:g} s"
+            ) from None
