@@ -7,9 +7,10 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests use: QEMU 7.2 as the reference and peer, openssl,
 # pam_wrapper and the stock PAM modules (authz-pam without touching /etc/pam.d),
 # and the vhost-user peers: qemu-storage-daemon (qemu-system-common) and DPDK's
-# vhost_crypto example, built by the tests from dpdk-doc's source.
+# vhost_crypto example, built by the tests from dpdk-doc's source; OVMF, whose
+# SEV launch digest is compared with sev-snp-measure's (a pip test dependency).
 DEBS   := qemu-system-x86 qemu-system-common qemu-utils openssl bsdextrautils libpam-wrapper libpam-modules \
-          dpdk-doc libdpdk-dev build-essential pkg-config
+          dpdk-doc libdpdk-dev build-essential pkg-config ovmf
 
 .PHONY: demo test lint typecheck unit differential interop integration bench system-deps clean
 

@@ -32,6 +32,11 @@ certificate's own order), and printed first::
 It exits with 0 when the identity is allowed, 1 when it is denied, and 2
 when the object cannot be created (QEMU's message is printed) or cannot
 decide.
+
+``qomctl sev measure``, ``verify`` and ``policy`` are for owners of AMD SEV
+guests: the launch digest and measurement QEMU 7.2's guest should report,
+a check of the one it did report, and policies by name
+(:mod:`qomhost.cli.qomctl_sev`).
 """
 
 from __future__ import annotations
@@ -314,6 +319,9 @@ def _parser() -> argparse.ArgumentParser:
         help="take IDENTITY from this PEM certificate's subject, as QEMU's TLS code writes it",
     )
     check.set_defaults(func=cmd_authz_check, check_parser=check)
+    from qomhost.cli.qomctl_sev import add_sev_parser
+
+    add_sev_parser(sub)
     return parser
 
 
@@ -327,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         status = args.func(args)
     except QemuError as err:
         sys.stderr.write(f"qomctl: {err.desc}\n")
+        status = 1
+    except ValueError as err:  # qomhost.sev's MeasureError and PolicyError
+        sys.stderr.write(f"qomctl: {err}\n")
         status = 1
     except OSError as err:
         sys.stderr.write(f"qomctl: {err.filename or ''}: {err.strerror}\n")

@@ -37,6 +37,7 @@ from qomhost.sev.ovmf import SEV_HASH_TABLE_RV_GUID, OvmfTable
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
 __all__ = [
     "LAUNCH_MEASURE_CONTEXT",
@@ -68,7 +69,15 @@ class LaunchDigest:
     hashes it holds.
     """
 
-    __slots__ = ("cmdline_hash", "digest", "firmware_hash", "initrd_hash", "kernel_hash", "table")
+    __slots__ = (
+        "cmdline_hash",
+        "digest",
+        "firmware_hash",
+        "firmware_state",
+        "initrd_hash",
+        "kernel_hash",
+        "table",
+    )
 
     def __init__(
         self,
@@ -85,6 +94,16 @@ class LaunchDigest:
         self.kernel_hash = kernel_hash
         self.initrd_hash = initrd_hash
         self.cmdline_hash = cmdline_hash
+        #: the running hash after the firmware, to measure other tables after it
+        self.firmware_state: Any = None
+
+    def with_table(self, table: bytes) -> bytes:
+        """The launch digest had this table been measured after the firmware."""
+        if self.firmware_state is None:
+            raise ValueError("this digest did not keep the firmware's hash state")
+        state = self.firmware_state.copy()
+        state.update(table)
+        return bytes(state.digest())
 
     def __repr__(self) -> str:
         return f"LaunchDigest({self.digest.hex()})"
@@ -162,7 +181,9 @@ def launch_digest(
 
     if kernel is None:
         firmware_hash = firmware_job()
-        return LaunchDigest(ld.digest(), firmware_hash)
+        result = LaunchDigest(ld.digest(), firmware_hash)
+        result.firmware_state = ld.copy()
+        return result
     # The firmware, kernel and initrd are hashed at the same time; the
     # table (which needs the last two) then continues the firmware's hash.
     firmware_hash, kernel_hash, initrd_hash = _in_threads(
@@ -170,8 +191,11 @@ def launch_digest(
     )
     cmdline_hash = hashlib.sha256(cmdline_bytes(append)).digest()
     table = build_hashes_table(kernel_hash, initrd_hash, cmdline_hash)
+    state = ld.copy()
     ld.update(table)
-    return LaunchDigest(ld.digest(), firmware_hash, table, kernel_hash, initrd_hash, cmdline_hash)
+    result = LaunchDigest(ld.digest(), firmware_hash, table, kernel_hash, initrd_hash, cmdline_hash)
+    result.firmware_state = state
+    return result
 
 
 def launch_measure(
