@@ -23,8 +23,11 @@ DPDK 22.11's vhost_crypto has quirks a frontend must meet (see
 only once the device is *ready* (ring addresses, kick, ``SET_VRING_ENABLE 1``
 and, since it negotiates ``PROTOCOL_F_STATUS``, ``SET_STATUS`` with
 ``DRIVER_OK``); it reads the session payload in the pre-7.1 QEMU layout (with a
-leading ``op_code``); it accepts only indirect descriptor heads; and it refuses
-(and retries forever) requests over 2048 bytes of data.
+leading ``op_code``: ``virtio_crypto.LAYOUT_LEGACY``); it accepts only indirect
+descriptor heads; it refuses (and retries forever) requests over 2048 bytes of
+data; and the used length it reports is not the bytes written (17 for a first
+16-byte request, 0 for later ones). ``tests/interop/test_vhost_user_peers.py``
+(``CryptoDriver``) shows the whole working sequence.
 """
 
 from __future__ import annotations
