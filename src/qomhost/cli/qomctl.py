@@ -37,6 +37,11 @@ decide.
 guests: the launch digest and measurement QEMU 7.2's guest should report,
 a check of the one it did report, and policies by name
 (:mod:`qomhost.cli.qomctl_sev`).
+
+``qomctl cryptodev encrypt|decrypt --socket PATH --cipher aes-256-cbc --key HEX
+--iv HEX [--queue N]`` runs standard input through a vhost-user crypto backend,
+as a ``cryptodev-vhost-user`` device would, and writes the result (no padding,
+as ``openssl enc -nopad``) to standard output (:mod:`qomhost.cli.qomctl_cryptodev`).
 """
 
 from __future__ import annotations
@@ -322,6 +327,9 @@ def _parser() -> argparse.ArgumentParser:
     from qomhost.cli.qomctl_sev import add_sev_parser
 
     add_sev_parser(sub)
+    from qomhost.cli.qomctl_cryptodev import add_cryptodev_parser
+
+    add_cryptodev_parser(sub)
     return parser
 
 
