@@ -112,6 +112,9 @@ class Listener:
     def ring_stopping(self, vring: Vring) -> None:
         self.events.append(("stopping", vring.index, vring.kick_fd))
 
+    def slave_channel(self, fd: int | None) -> None:
+        self.events.append(("slave", -1, fd))
+
 
 def open_fds() -> set[int]:
     return {int(name) for name in os.listdir("/proc/self/fd")}
@@ -377,7 +380,10 @@ def test_qemu_72_device_start_makes_the_ring_live_without_enable(
     vring = backend.vrings[0]
     assert vring.started and vring.enabled is None
     assert device.events == [("ready", 0)]
-    assert backend.listener.events == [("started", 0, vring.kick_fd)]  # type: ignore[union-attr]
+    assert backend.listener.events == [  # type: ignore[union-attr]
+        ("slave", -1, backend.slave_req_fd),
+        ("started", 0, vring.kick_fd),
+    ]
     # the ring works: one request in, its echo out
     _src, dst = frontend.request(0, b"hello, ring")
     assert device.process_ring(vring, 32) == 1

@@ -240,11 +240,15 @@ class VhostUserDevice:
 
 
 class RingListener(Protocol):
-    """Told when rings start and stop; the I/O layer watches kick eventfds with it."""
+    """Told when rings start and stop and when the backend-request channel
+    changes; the I/O layer watches those fds with it. Each call comes
+    before the fd it replaces is closed."""
 
     def ring_started(self, vring: Vring) -> None: ...
 
     def ring_stopping(self, vring: Vring) -> None: ...
+
+    def slave_channel(self, fd: int | None) -> None: ...
 
 
 def _close(fd: int | None) -> None:
@@ -418,6 +422,18 @@ class VhostUserBackend:
         self._teardown()
         self.closed = False
 
+    def device_gone(self) -> None:
+        """The frontend tore its device down but keeps the connection.
+
+        QEMU closes the backend-request channel when it cleans a vhost
+        device up, and ``object-del`` of a ``cryptodev-vhost-user`` does
+        only that: the chardev, and so the socket, stay. A later
+        ``object-add`` on the same chardev starts the handshake over on
+        this connection, so everything but the connection is dropped.
+        """
+        if not self.closed:
+            self._teardown()
+
     # --- internals ----------------------------------------------------------
     def _teardown(self) -> None:
         for vring in self.vrings:
@@ -425,9 +441,16 @@ class VhostUserBackend:
             for fd in (vring.kick_fd, vring.call_fd, vring.err_fd):
                 _close(fd)
         self._unmap()
-        _close(self.slave_req_fd)
+        self._set_slave(None)
         self.device.reset()
         self._init_state()
+
+    def _set_slave(self, fd: int | None) -> None:
+        old, self.slave_req_fd = self.slave_req_fd, fd
+        if old != fd and self.listener is not None:
+            self.listener.slave_channel(fd)
+        if old != fd:
+            _close(old)
 
     def _owns(self, fd: int) -> bool:
         if fd == self.slave_req_fd:
@@ -661,8 +684,7 @@ class VhostUserBackend:
 
     def _set_slave_req_fd(self, msg: Message) -> list[Message]:
         assert isinstance(msg, SlaveReqFd)
-        _close(self.slave_req_fd)
-        self.slave_req_fd = msg.fd
+        self._set_slave(msg.fd)
         return []
 
     def _set_status(self, msg: Message) -> list[Message]:

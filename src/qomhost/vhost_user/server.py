@@ -98,6 +98,7 @@ class VhostUserConnection:
         self.backend = VhostUserBackend(device, listener=self)
         #: why the connection ended: None while open, "" for a clean EOF
         self.close_reason: str | None = None
+        self._slave_fd: int | None = None
         #: the message being read, and the fds that came with it
         self._pending = bytearray()
         self._pending_fds: list[int] = []
@@ -238,6 +239,28 @@ class VhostUserConnection:
     def ring_stopping(self, vring: Vring) -> None:
         if vring.kick_fd is not None:
             self.context.set_fd_handler(vring.kick_fd, None)
+
+    def slave_channel(self, fd: int | None) -> None:
+        """Watch the backend-request channel: its EOF means the device is gone."""
+        if self._slave_fd is not None:
+            self.context.set_fd_handler(self._slave_fd, None)
+        self._slave_fd = fd
+        if fd is not None:
+            self.context.set_fd_handler(fd, lambda: self._on_slave_readable(fd))
+
+    def _on_slave_readable(self, fd: int) -> None:
+        # Nothing is expected here (this backend sends no requests), so
+        # readable means the frontend closed its end.
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data or fd != self._slave_fd:
+            return
+        log.info("%s: the frontend closed the backend-request channel: device reset", self.name)
+        self.backend.device_gone()
 
     def _on_kick(self, vring: Vring) -> None:
         fd = vring.kick_fd
