@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qomhost.cryptodev.device import VhostUserCryptoDevice
+from qomhost.cryptodev import sessions
+from qomhost.cryptodev.device import _CIPHER_REQUEST, VhostUserCryptoDevice
 from qomhost.cryptodev.sessions import CipherSession, SessionTable
 from qomhost.cryptodev.virtio_crypto import (
     LAYOUT_LEGACY,
@@ -504,3 +505,31 @@ def test_a_request_without_room_for_status_still_completes(rig: Rig) -> None:
     hdr = rig.buffer(chain_request(0))
     rig.driver.add([(hdr, 72)], [], "no-in")
     assert rig.run() == [("no-in", 0)]
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=72, max_size=72))
+def test_header_parse_agrees_with_the_codec(header: bytes) -> None:
+    opcode, algo, session_id, iv_len, src_len, dst_len, op_type = _CIPHER_REQUEST.unpack(header)
+    request = DataRequest.decode(header)
+    assert (request.header.opcode, request.header.algo, request.header.session_id) == (
+        opcode,
+        algo,
+        session_id,
+    )
+    if opcode in (Opcode.CIPHER_ENCRYPT, Opcode.CIPHER_DECRYPT) and op_type == SymOp.CIPHER:
+        assert request.body == SymCipherData(iv_len, src_len, dst_len)
+    else:
+        assert not isinstance(request.body, SymCipherData)
+
+
+def test_without_the_fast_contexts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the public Cipher path, for a cryptography whose internals moved
+    monkeypatch.setattr(sessions, "_FAST_CONTEXTS", None)
+    for _name, algo, key, iv, ct in NIST:
+        session = CipherSession(algo, key, Op.ENCRYPT)
+        assert session.crypt(True, iv, PLAIN).hex() == ct
+        assert session.crypt(False, iv, bytes.fromhex(ct)) == PLAIN

@@ -29,6 +29,7 @@ hangs the guest driver that sent it.
 from __future__ import annotations
 
 import logging
+import struct
 
 from cryptography.hazmat.primitives.ciphers import CipherContext
 
@@ -36,12 +37,11 @@ from qomhost.cryptodev.sessions import AES_BLOCK, SUPPORTED_CIPHERS, CipherSessi
 from qomhost.cryptodev.virtio_crypto import (
     DATA_REQUEST_SIZE,
     CryptoConfig,
-    DataRequest,
     Op,
     Opcode,
     Service,
     Status,
-    SymCipherData,
+    SymOp,
     VirtioCryptoError,
     decode_session,
     encode_session_reply,
@@ -72,37 +72,36 @@ CAPABILITY_FEATURES = tuple(name for name, *_ in SUPPORTED_CIPHERS.values())
 
 _CIPHER_OPS = {Opcode.CIPHER_ENCRYPT: True, Opcode.CIPHER_DECRYPT: False}
 
+#: ``virtio_crypto_op_data_req`` read as a cipher request: opcode, algo,
+#: session_id, (flag, padding), iv_len, src_data_len, dst_data_len,
+#: (padding), op_type, (padding) -- the layout DataRequest.decode reads,
+#: in one struct call without building records, which matters at a few
+#: microseconds a request (tests check that the two agree)
+_CIPHER_REQUEST = struct.Struct("<IIQ8xIII28xI4x")
 
-class _Reader:
-    """Consumes a list of guest buffers front to back, without copying."""
 
-    __slots__ = ("_index", "_offset", "_parts")
+def _cut(parts: list[memoryview], offset: int, length: int) -> list[memoryview]:
+    """Views of bytes ``offset`` to ``offset + length`` of the concatenated ``parts``
+    (fewer bytes if the parts run out), without copying."""
+    out: list[memoryview] = []
+    for part in parts:
+        size = part.nbytes
+        if offset >= size:
+            offset -= size
+            continue
+        end = offset + length
+        if end <= size:
+            out.append(part if offset == 0 and end == size else part[offset:end])
+            return out
+        out.append(part[offset:] if offset else part)
+        length -= size - offset
+        offset = 0
+    return out
 
-    def __init__(self, parts: list[memoryview]) -> None:
-        self._parts = parts
-        self._index = 0
-        self._offset = 0
 
-    def take(self, length: int) -> list[memoryview]:
-        """The next ``length`` bytes as views (fewer if the buffers run out)."""
-        out: list[memoryview] = []
-        parts = self._parts
-        while length > 0 and self._index < len(parts):
-            part = parts[self._index]
-            avail = part.nbytes - self._offset
-            if avail <= 0:
-                self._index += 1
-                self._offset = 0
-                continue
-            n = min(avail, length)
-            out.append(part[self._offset : self._offset + n])
-            self._offset += n
-            length -= n
-        return out
-
-    def read(self, length: int) -> bytes:
-        views = self.take(length)
-        return bytes(views[0]) if len(views) == 1 else b"".join(views)
+def _read(parts: list[memoryview], offset: int, length: int) -> bytes:
+    views = _cut(parts, offset, length)
+    return bytes(views[0]) if len(views) == 1 else b"".join(views)
 
 
 def _scatter(data: bytes | memoryview, parts: list[memoryview]) -> None:
@@ -129,12 +128,27 @@ def _run_cipher(
     makes in-place requests (source and destination the same memory)
     safe. Otherwise the source is copied first and the result scattered.
     """
-    block = 1 if session.slack == 0 else AES_BLOCK
+    slack = session.slack
+    if len(src) == 1 and len(dst) == 1 and session.streaming:
+        # the common case, one buffer each way: the bulk straight through,
+        # the last block (which has no room after it for the slack) copied
+        s_part, d_part = src[0], dst[0]
+        if slack:
+            bulk = s_part.nbytes - AES_BLOCK
+            if bulk > 0:
+                ctx.update_into(s_part[:bulk], d_part[: bulk + slack])
+            else:
+                bulk = 0
+            d_part[bulk:] = ctx.update(s_part[bulk:])
+        else:
+            ctx.update_into(s_part, d_part)
+        ctx.finalize()
+        return
+    block = 1 if slack == 0 else AES_BLOCK
     if not session.streaming or not (_aligned(src, block) and _aligned(dst, block)):
         data = src[0] if len(src) == 1 else b"".join(src)
         _scatter(ctx.update(data) + ctx.finalize(), dst)
         return
-    slack = session.slack
     si = di = 0
     s_off = d_off = 0
     while si < len(src) and di < len(dst):
@@ -185,43 +199,44 @@ def serve_request(sessions: SessionTable, chain: DescriptorChain) -> int:
 def _serve(sessions: SessionTable, chain: DescriptorChain) -> int:
     if chain.writable_len < 1:
         raise VirtioCryptoError("data request has no room for its status")
-    reader = _Reader(chain.readable)
-    header = reader.read(DATA_REQUEST_SIZE)
-    if len(header) < DATA_REQUEST_SIZE:
-        raise VirtioCryptoError(f"data request header is {len(header)} bytes, not 72")
-    request = DataRequest.decode(header)
-    opcode = request.header.opcode
+    readable = chain.readable
+    first = readable[0] if readable else b""
+    if len(first) >= DATA_REQUEST_SIZE:
+        fields = _CIPHER_REQUEST.unpack_from(first)
+    else:
+        header = _read(readable, 0, DATA_REQUEST_SIZE)
+        if len(header) < DATA_REQUEST_SIZE:
+            raise VirtioCryptoError(f"data request header is {len(header)} bytes, not 72")
+        fields = _CIPHER_REQUEST.unpack(header)
+    opcode, _algo, session_id, iv_len, length, dst_len, op_type = fields
     if opcode not in _CIPHER_OPS:
         raise VirtioCryptoError(f"unsupported data opcode 0x{opcode:x}", Status.NOTSUPP)
-    body = request.body
-    if not isinstance(body, SymCipherData):
+    if op_type != SymOp.CIPHER:
         raise VirtioCryptoError("only plain cipher requests are supported", Status.NOTSUPP)
-    session = sessions.get(request.header.session_id)
+    session = sessions.get(session_id)
     if session is None:
-        raise VirtioCryptoError(f"no session {request.header.session_id}", Status.INVSESS)
-    length = body.src_data_len
-    if body.dst_data_len != length:
+        raise VirtioCryptoError(f"no session {session_id}", Status.INVSESS)
+    if dst_len != length:
         raise VirtioCryptoError("sym request src len is different from dst len")
-    if chain.readable_len < DATA_REQUEST_SIZE + body.iv_len + length:
+    if chain.readable_len < DATA_REQUEST_SIZE + iv_len + length:
         raise VirtioCryptoError(
             f"data request reads {chain.readable_len} bytes, needs "
-            f"{DATA_REQUEST_SIZE + body.iv_len + length}"
+            f"{DATA_REQUEST_SIZE + iv_len + length}"
         )
     if chain.writable_len < length + 1:
         raise VirtioCryptoError(
             f"data request has {chain.writable_len} writable bytes, needs {length + 1}"
         )
-    iv = reader.read(body.iv_len)
-    if session.iv_len == 0:
-        iv = b""  # ECB: an IV the driver sent anyway is skipped
+    # ECB takes no IV: one the driver sent anyway is skipped
+    iv = _read(readable, DATA_REQUEST_SIZE, iv_len) if session.iv_len else b""
     session.check_length(length)
     # The session's direction decides, as in QEMU's own backend; the
     # opcode only when the session left it open.
     encrypt = session.direction == Op.ENCRYPT if session.direction else _CIPHER_OPS[opcode]
     ctx = session.context(encrypt, iv)
     if length:
-        src = reader.take(length)
-        dst = _Reader(chain.writable).take(length)
+        src = _cut(readable, DATA_REQUEST_SIZE + iv_len, length)
+        dst = _cut(chain.writable, 0, length)
         _run_cipher(session, ctx, src, dst)
     return Status.OK
 

@@ -15,6 +15,8 @@ when the table is full.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from qomhost.cryptodev.virtio_crypto import (
@@ -46,6 +48,35 @@ SUPPORTED_CIPHERS: dict[int, tuple[str, frozenset[int], int, bool]] = {
     CipherAlgo.AES_ECB: ("aes-ecb", frozenset({16, 24, 32}), 0, True),
     CipherAlgo.AES_XTS: ("aes-xts", frozenset({32, 64}), AES_BLOCK, False),
 }
+
+
+def _fast_contexts() -> dict[bool, Callable[[algorithms.AES, modes.Mode], CipherContext]] | None:
+    """OpenSSL's context constructors without ``Cipher``'s checks, if this
+    ``cryptography`` has them where 42-50 keep them.
+
+    ``Cipher(...).encryptor()`` spends about 1.5 us of its 3.3 us on type
+    checks that :class:`CipherSession` has already made once (algorithm,
+    key) or makes itself (IV length): a tenth of what serving a small
+    request costs. The constructors are not public API, so they are used
+    only when found and when they encrypt a known block as ``Cipher`` does.
+    """
+    try:
+        from cryptography.hazmat.primitives.ciphers import base
+
+        rust = base.rust_openssl.ciphers  # type: ignore[attr-defined]
+        fast = {True: rust.create_encryption_ctx, False: rust.create_decryption_ctx}
+        key, iv, block = bytes(range(16)), bytes(16), bytes(range(16, 32))
+        want = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor().update(block)
+        got = fast[True](algorithms.AES(key), modes.CBC(iv)).update(block)
+        back = fast[False](algorithms.AES(key), modes.CBC(iv)).update(got)
+    except Exception:
+        return None
+    if got != want or back != block:
+        return None
+    return fast
+
+
+_FAST_CONTEXTS = _fast_contexts()
 
 
 class CipherSession:
@@ -117,6 +148,8 @@ class CipherSession:
                 mode = modes.CTR(iv)
             else:
                 mode = modes.XTS(iv)
+        if _FAST_CONTEXTS is not None:
+            return _FAST_CONTEXTS[encrypt](self._algorithm, mode)
         cipher: Cipher[modes.Mode] = Cipher(self._algorithm, mode)
         if encrypt:
             return cipher.encryptor()  # type: ignore[misc]
