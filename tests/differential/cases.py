@@ -35,6 +35,7 @@ TYPES = (
     "user-creatable",
     "secret_common",
     "secret",
+    "secret_keyring",
     "event-loop-base",
     "iothread",
     "main-loop",
@@ -52,6 +53,7 @@ TYPES = (
 )
 CREATABLE = (
     "secret",
+    "secret_keyring",
     "event-loop-base",
     "iothread",
     "main-loop",
@@ -2572,6 +2574,7 @@ TLS = [*TLS_CLI, *TLS_JSON, *TLS_HELP, *TLS_QMP, *TLS_CHARDEV]
 # sev-guest, memory-encryption and the SEV commands, and the cryptodev
 # backends: tables of their own.
 from cryptodev_cases import CRYPTODEV_CASES  # noqa: E402
+from keyring_cases import KEYRING_CASES  # noqa: E402
 from sev_cases import SEV_CASES  # noqa: E402
 
 CASES: list[Case] = [
@@ -2590,6 +2593,7 @@ CASES: list[Case] = [
     *TLS,
     *SEV_CASES,
     *CRYPTODEV_CASES,
+    *KEYRING_CASES,
 ]
 
 _names = [c.name for c in CASES]

@@ -93,3 +93,34 @@ def test_refused_pair_over_hmp(qemu: str) -> None:
     ]
     assert replies(qemu, ["iothread,id=io1"], script) == [f"Error: {BAD_PAIR}\r\n", "0\r\n"]
     assert replies(QOMHOST, ["iothread,id=io1"], script) == [f"Error: {BAD_PAIR}\r\n", "64\r\n"]
+
+
+def test_keyring_ciphertext_in_base64(qemu: str) -> None:
+    """QEMU 7.2 cannot decrypt a keyring secret given as base64 ciphertext.
+
+    Its keyring payload has no NUL after it, and the base64 decoder used on
+    the way to decryption insists on one; qomhost decodes and decrypts.
+    """
+    from keyring_cases import CT_LETMEIN, IV_B64, KEY_B64, _key
+
+    serial = _key("qomhost-b64-ciphertext", CT_LETMEIN.encode())
+    key = f"secret,id=k,data={KEY_B64},format=base64"
+    script = [
+        {
+            "execute": "object-add",
+            "arguments": {
+                "qom-type": "secret_keyring",
+                "id": "s",
+                "serial": serial,
+                "format": "base64",
+                "keyid": "k",
+                "iv": IV_B64,
+            },
+        },
+        qget("/objects/s", "loaded"),
+    ]
+    assert replies(qemu, [key], script) == [
+        "Base64 data is not NUL terminated",
+        "Device '/objects/s' not found",
+    ]
+    assert replies(QOMHOST, [key], script) == [{}, True]

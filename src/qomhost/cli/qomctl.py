@@ -9,6 +9,12 @@ fresh random IV, and print the ready ``-object secret,...`` arguments::
     -object secret,id=secmaster0,format=base64,file=key.b64
     -object secret,id=sec0,keyid=secmaster0,format=base64,data=...,iv=...
 
+With ``--to-keyring DESCRIPTION`` the ciphertext is not printed at all: it
+goes into a new key in the kernel keyring, and the arguments name it::
+
+    $ qomctl secret encrypt --key-file key.b64 --data letmein --to-keyring vm1-disk
+    -object secret_keyring,id=sec0,keyid=secmaster0,format=raw,serial=...,iv=...
+
 ``qomctl secret decrypt`` runs QEMU's own loading path (the same code as
 the ``secret`` object, so the same checks and messages) and writes the
 plaintext to standard output.
@@ -87,7 +93,12 @@ def cmd_new_key(args: argparse.Namespace) -> int:
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
-    """Encrypt a secret under the master key and print the -object arguments."""
+    """Encrypt a secret under the master key and print the -object arguments.
+
+    With ``--to-keyring`` the ciphertext goes into a new kernel key and the
+    arguments are those of a ``secret_keyring`` naming it: raw bytes,
+    because QEMU 7.2 cannot decrypt a keyring secret given in base64.
+    """
     from qomhost.crypto.aes import aes256_cbc_encrypt
 
     key = _load_key(args.key_file, args.key_format)
@@ -95,42 +106,85 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
         raise QemuError("Key should be 32 bytes in length")
     plaintext = _read_plaintext(args)
     iv = os.urandom(16)
-    ciphertext = base64.b64encode(aes256_cbc_encrypt(key, iv, plaintext)).decode("ascii")
-    iv_b64 = base64.b64encode(iv).decode("ascii")
-    if args.json:
-        import json
-
-        lines = []
-        if args.with_key:
-            key_obj = {
+    raw = aes256_cbc_encrypt(key, iv, plaintext)
+    obj: dict[str, object] = {"qom-type": "secret", "id": args.id, "keyid": args.key_id}
+    if args.to_keyring is not None:
+        obj["qom-type"] = "secret_keyring"
+        obj["format"] = "raw"
+        obj["serial"] = _store_in_keyring(args.to_keyring, args.keyring, raw)
+    else:
+        obj["format"] = "base64"
+        obj["data"] = base64.b64encode(raw).decode("ascii")
+    obj["iv"] = base64.b64encode(iv).decode("ascii")
+    objects: list[dict[str, object]] = []
+    if args.with_key:
+        objects.append(
+            {
                 "qom-type": "secret",
                 "id": args.key_id,
                 "format": args.key_format,
                 "file": args.key_file,
             }
-            lines.append(json.dumps(key_obj))
-        obj = {
-            "qom-type": "secret",
-            "id": args.id,
-            "keyid": args.key_id,
-            "format": "base64",
-            "data": ciphertext,
-            "iv": iv_b64,
-        }
-        lines.append(json.dumps(obj))
-        for line in lines:
-            sys.stdout.write(f"-object {line}\n")
-        return 0
-    if args.with_key:
-        sys.stdout.write(
-            f"-object secret,id={args.key_id},format={args.key_format},"
-            f"file={_escape_opt(args.key_file)}\n"
         )
-    sys.stdout.write(
-        f"-object secret,id={args.id},keyid={args.key_id},format=base64,"
-        f"data={ciphertext},iv={iv_b64}\n"
-    )
+    objects.append(obj)
+    for spec in objects:
+        sys.stdout.write(f"-object {_object_arg(spec, args.json)}\n")
     return 0
+
+
+def _object_arg(spec: dict[str, object], as_json: bool) -> str:
+    """One ``-object`` argument, as JSON or as QemuOpts (type first)."""
+    if as_json:
+        import json
+
+        return json.dumps(spec)
+    rest = [f"{k}={_escape_opt(str(v))}" for k, v in spec.items() if k != "qom-type"]
+    return ",".join([str(spec["qom-type"]), *rest])
+
+
+def _store_in_keyring(description: str, keyring: str, payload: bytes) -> int:
+    """Add a ``user`` key holding ``payload``; returns its serial.
+
+    A key in the user keyring is made readable by the user's other
+    processes (QEMU need not possess it); one in the session keyring is
+    left to this session's processes.
+    """
+    from qomhost.crypto.keyring import (
+        KEY_SPEC_SESSION_KEYRING,
+        KEY_SPEC_USER_KEYRING,
+        PERM_POSSESSOR_ALL_USER_READ,
+        KeyringError,
+        add_key,
+        link_key,
+        search_key,
+        set_permissions,
+        unlink_key,
+    )
+
+    ring = KEY_SPEC_USER_KEYRING if keyring == "user" else KEY_SPEC_SESSION_KEYRING
+    try:
+        # add_key would silently replace the payload of a key of that name,
+        # which may be another guest's secret.
+        existing = search_key(description, ring)
+        if existing is not None:
+            raise QemuError(
+                f"The {keyring} keyring already has a key '{description}' (serial {existing})"
+            )
+        # The key is made in the session keyring, which this process
+        # possesses, so that its permissions may still be changed; only then
+        # does it move to the user keyring (which a session need not link).
+        serial = add_key(description, payload, KEY_SPEC_SESSION_KEYRING)
+        if ring == KEY_SPEC_USER_KEYRING:
+            try:
+                set_permissions(serial, PERM_POSSESSOR_ALL_USER_READ)
+                link_key(serial, KEY_SPEC_USER_KEYRING)
+            finally:
+                unlink_key(serial, KEY_SPEC_SESSION_KEYRING)
+    except KeyringError as exc:
+        raise QemuError(
+            f"Unable to add key '{description}' to the {keyring} keyring: {exc.strerror}"
+        ) from None
+    return serial
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
@@ -287,6 +341,17 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--file", help="read the plaintext from a file")
     enc.add_argument("--with-key", action="store_true", help="also print the key's -object")
     enc.add_argument("--json", action="store_true", help="print the JSON form of -object")
+    enc.add_argument(
+        "--to-keyring",
+        metavar="DESCRIPTION",
+        help="store the ciphertext in a new kernel key and print secret_keyring arguments",
+    )
+    enc.add_argument(
+        "--keyring",
+        choices=("session", "user"),
+        default="session",
+        help="the keyring that gets the key (default: session)",
+    )
     enc.set_defaults(func=cmd_encrypt)
 
     dec = ops.add_parser("decrypt", help="decrypt a secret as QEMU would load it")

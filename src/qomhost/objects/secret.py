@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from qomhost.errors import ObjectError, QemuError
 from qomhost.gfile import read_file_contents
-from qomhost.qapi.schema import BOOL, STR, EnumKind, Member
+from qomhost.qapi.schema import BOOL, INT32, STR, EnumKind, Member
 from qomhost.qom.object import Object, ObjectProperty, field_property
 
 TYPE_CHECKING = False
@@ -30,7 +30,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, ClassVar
 
-__all__ = ["SECRET_FORMAT", "Secret", "SecretBytes", "SecretCommon", "lookup_secret"]
+__all__ = [
+    "SECRET_FORMAT",
+    "Secret",
+    "SecretBytes",
+    "SecretCommon",
+    "SecretKeyring",
+    "lookup_secret",
+]
 
 SECRET_FORMAT = EnumKind("QCryptoSecretFormat", ("raw", "base64"))
 
@@ -183,3 +190,53 @@ def secret_as_utf8(payload: bytes, secret_id: str) -> str:
         return payload.decode("utf-8")
     except UnicodeDecodeError:
         raise QemuError(f"Data from secret {secret_id} is not valid UTF-8") from None
+
+
+class SecretKeyring(SecretCommon):
+    """``secret_keyring``: the payload is the kernel key ``serial``.
+
+    The key is read with ``keyctl(KEYCTL_READ)`` when the object is
+    completed; the buffer it was read into is wiped once the payload has
+    been taken from it. Negative serials name the special keyrings
+    (``-3`` is the session keyring), as QEMU accepts them.
+    """
+
+    MEMBERS: ClassVar[tuple[Member, ...]] = (Member("serial", INT32, optional=False),)
+
+    def __init__(self, type_name: str) -> None:
+        super().__init__(type_name)
+        self.serial = 0
+
+    @classmethod
+    def class_properties(cls) -> list[ObjectProperty]:
+        def set_serial(obj: Any, value: object) -> None:
+            # QEMU stores the value before complaining about it.
+            obj.serial = value
+            if value == 0:
+                raise QemuError("'serial' should not be equal to 0")
+
+        return [
+            ObjectProperty(
+                "serial", "int32_t", getter=lambda obj: obj.serial, setter=set_serial, kind=INT32
+            )
+        ]
+
+    def load_input(self) -> bytes:
+        from qomhost.crypto.keyring import KeyringError, read_key, wipe
+
+        try:
+            buf = read_key(self.serial)
+        except KeyringError as exc:
+            raise ObjectError(f"{self._unreadable()}: {exc.strerror}") from None
+        if not buf:
+            # QEMU refuses an empty payload (an empty keyring reads as one)
+            # and words it with whatever errno it last saw: in 7.2 that is
+            # always the ENOENT of its start-up file probes.
+            raise ObjectError(f"{self._unreadable()}: No such file or directory")
+        try:
+            return SecretBytes(buf)
+        finally:
+            wipe(buf)
+
+    def _unreadable(self) -> str:
+        return f"Unable to read serial key {self.serial & 0xFFFFFFFF:08x}"

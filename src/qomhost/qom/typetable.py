@@ -47,6 +47,7 @@ _TYPES = (
         interfaces=(USER_CREATABLE,),
     ),
     TypeInfo("secret", "secret_common", impl="qomhost.objects.secret:Secret"),
+    TypeInfo("secret_keyring", "secret_common", impl="qomhost.objects.secret:SecretKeyring"),
     # As in QEMU, "authz" is not user-creatable itself; each concrete type is.
     TypeInfo("authz", "object", impl="qomhost.objects.authz.base:QAuthZ", abstract=True),
     TypeInfo(
