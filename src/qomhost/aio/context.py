@@ -18,6 +18,15 @@ One context runs in one thread. It offers what QEMU's offers:
   has a poll callback. Unlike QEMU's, this poller holds a lock, the GIL, so
   every ``poll_yield_ns`` it calls ``sched_yield()`` to let another thread
   of the process (say, the one that writes the next request) run;
+* **poll begin/end** -- a handler may also have ``io_poll_begin`` and
+  ``io_poll_end``: the loop calls the first when it starts busy-polling and
+  the second when it stops to block, so that the handler can tell its peer
+  not to send notifications while they would be wasted (as virtio sets
+  ``VRING_USED_F_NO_NOTIFY``). Polling stays started across iterations that
+  keep finding work. After ``io_poll_end`` the loop polls every handler once
+  more (QEMU's ``poll_set_started``): work published before the peer saw
+  notifications re-enabled is found then, not left waiting for a kick that
+  was never sent;
 * a **thread pool** for blocking work (:meth:`AioContext.run_in_executor`),
   sized by ``thread-pool-min``/``thread-pool-max``.
 
@@ -59,10 +68,21 @@ class FdHandler:
     """Callbacks for one file descriptor.
 
     ``io_poll`` checks for work without a system call (True means progress
-    is possible); ``io_poll_ready`` runs when it found work.
+    is possible); ``io_poll_ready`` runs when it found work;
+    ``io_poll_begin``/``io_poll_end`` bracket the loop's busy-polling;
+    ``polling`` is True between the two calls.
     """
 
-    __slots__ = ("fd", "io_poll", "io_poll_ready", "on_read", "on_write")
+    __slots__ = (
+        "fd",
+        "io_poll",
+        "io_poll_begin",
+        "io_poll_end",
+        "io_poll_ready",
+        "on_read",
+        "on_write",
+        "polling",
+    )
 
     def __init__(
         self,
@@ -71,12 +91,31 @@ class FdHandler:
         on_write: Callable[[], None] | None,
         io_poll: Callable[[], bool] | None = None,
         io_poll_ready: Callable[[], None] | None = None,
+        io_poll_begin: Callable[[], None] | None = None,
+        io_poll_end: Callable[[], None] | None = None,
     ) -> None:
         self.fd = fd
         self.on_read = on_read
         self.on_write = on_write
         self.io_poll = io_poll
         self.io_poll_ready = io_poll_ready
+        self.io_poll_begin = io_poll_begin
+        self.io_poll_end = io_poll_end
+        self.polling = False
+
+    def begin(self) -> None:
+        """Call ``io_poll_begin`` unless polling already began for this handler."""
+        if not self.polling:
+            self.polling = True
+            if self.io_poll_begin is not None:
+                _call(self.io_poll_begin, "poll begin", self.fd)
+
+    def end(self) -> None:
+        """Call ``io_poll_end`` if polling began for this handler."""
+        if self.polling:
+            self.polling = False
+            if self.io_poll_end is not None:
+                _call(self.io_poll_end, "poll end", self.fd)
 
 
 class Timer:
@@ -150,6 +189,9 @@ class AioContext:
         self._poll_handlers: list[FdHandler] = []
         #: (io_poll, io_poll_ready) of each handler in ``_poll_handlers``
         self._pollers: tuple[tuple[Callable[[], bool], Callable[[], None] | None], ...] = ()
+        #: between the poll handlers' io_poll_begin and io_poll_end (QEMU's
+        #: ``ctx->poll_started``)
+        self._poll_started = False
         self._bh: list[Callable[[], None]] = []
         self._bh_lock = _thread.allocate_lock()
         self._timers: list[Timer] = []
@@ -190,12 +232,28 @@ class AioContext:
         on_write: Callable[[], None] | None = None,
         io_poll: Callable[[], bool] | None = None,
         io_poll_ready: Callable[[], None] | None = None,
+        *,
+        io_poll_begin: Callable[[], None] | None = None,
+        io_poll_end: Callable[[], None] | None = None,
     ) -> None:
         """Watch ``fd``; with both callbacks ``None`` the fd is forgotten.
 
         A handler without ``io_poll`` disables polling for the whole
         context while it is registered, because only a real wait can tell
         when its fd is ready (QEMU's ``poll_disable_cnt``).
+
+        ``io_poll_begin`` runs when the loop starts busy-polling,
+        ``io_poll_end`` when it stops polling to block (both are ignored
+        without ``io_poll``). Between them the handler's peer need not
+        notify the fd: the loop is reading the memory ``io_poll`` reads.
+        ``io_poll_end`` must re-enable the notifications before it returns;
+        the loop then calls ``io_poll`` once more, so that work published
+        before the peer saw them re-enabled is not missed. The two always
+        alternate, beginning with ``io_poll_begin``: a handler registered
+        while the loop polls gets ``io_poll_begin`` at once, and one
+        removed or replaced while the loop polls gets ``io_poll_end``
+        (QEMU 7.2 skips both; later QEMU calls ``io_poll_end`` on removal,
+        after a guest was found hanging with notifications left off).
         """
         mask = (select.EPOLLIN if on_read else 0) | (select.EPOLLOUT if on_write else 0)
         old = self._handlers.pop(fd, None)
@@ -208,20 +266,27 @@ class AioContext:
         elif mask:
             self._epoll.register(fd, mask)
         if mask:
-            handler = FdHandler(fd, on_read, on_write, io_poll, io_poll_ready)
+            handler = FdHandler(
+                fd, on_read, on_write, io_poll, io_poll_ready, io_poll_begin, io_poll_end
+            )
             self._handlers[fd] = handler
             if io_poll is None:
                 self._poll_disable_cnt += 1
             else:
                 self._poll_handlers.append(handler)
                 self._update_pollers()
+                if self._poll_started:
+                    handler.begin()
 
     def _forget(self, handler: FdHandler) -> None:
         if handler.io_poll is None:
             self._poll_disable_cnt -= 1
-        else:
-            self._poll_handlers.remove(handler)
-            self._update_pollers()
+            return
+        self._poll_handlers.remove(handler)
+        self._update_pollers()
+        handler.end()
+        if not self._poll_handlers:
+            self._poll_started = False
 
     def _update_pollers(self) -> None:
         self._pollers = tuple(
@@ -236,12 +301,17 @@ class AioContext:
         on_event: Callable[[], None] | None,
         io_poll: Callable[[], bool] | None = None,
         io_poll_ready: Callable[[], None] | None = None,
+        *,
+        io_poll_begin: Callable[[], None] | None = None,
+        io_poll_end: Callable[[], None] | None = None,
     ) -> None:
         """Run ``on_event`` when ``notifier`` is set (``aio_set_event_notifier``).
 
         With ``io_poll``, the loop can notice work by polling, before the
         notifier is even set; ``io_poll_ready`` (default: ``on_event``)
-        then runs.
+        then runs. ``io_poll_begin``/``io_poll_end`` tell when the peer may
+        skip setting the notifier (QEMU's ``aio_set_event_notifier_poll``;
+        see :meth:`set_fd_handler`).
         """
         if on_event is None:
             self.set_fd_handler(notifier.fd, None)
@@ -251,7 +321,15 @@ class AioContext:
             notifier.test_and_clear()
             on_event()
 
-        self.set_fd_handler(notifier.fd, on_read, None, io_poll, io_poll_ready or on_event)
+        self.set_fd_handler(
+            notifier.fd,
+            on_read,
+            None,
+            io_poll,
+            io_poll_ready or on_event,
+            io_poll_begin=io_poll_begin,
+            io_poll_end=io_poll_end,
+        )
 
     def schedule(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once in this context's thread (a bottom half)."""
@@ -345,8 +423,71 @@ class AioContext:
             return -1
         return max(0, self._timers[0].deadline - self.clock())
 
-    def _try_poll(self, timeout_ns: int, start: int | None = None) -> tuple[bool, int]:
-        """Busy-poll for up to ``min(timeout, poll_ns)``; returns (progress, timeout).
+    def _try_poll(
+        self, timeout_ns: int, start: int | None = None
+    ) -> tuple[list[Callable[[], None] | None], int]:
+        """QEMU's ``try_poll_mode``: poll if the window allows, else stop polling.
+
+        Returns the ``io_poll_ready`` callbacks of the handlers that found
+        work (None for one without; an empty list: no progress) and what
+        is left of ``timeout_ns`` (0 after progress). The caller runs the
+        callbacks after the window arithmetic, which, as in QEMU, counts
+        polling and waiting but not dispatching.
+        """
+        if not self._pollers:
+            return [], timeout_ns
+        max_ns = self.poll_ns if timeout_ns < 0 else min(timeout_ns, self.poll_ns)
+        if max_ns and not self._poll_disable_cnt:
+            if not self._poll_started:
+                self._poll_set_started(True)
+            ready, timeout_ns = self._run_poll_handlers(max_ns, timeout_ns, start)
+            if ready is not None:
+                return ready, 0
+        if self._poll_started:
+            ready = self._poll_set_started(False)
+            if ready:
+                return ready, 0
+        return [], timeout_ns
+
+    def _poll_set_started(self, started: bool) -> list[Callable[[], None] | None]:
+        """Call every poll handler's ``io_poll_begin`` or ``io_poll_end``.
+
+        After the ends, each handler is polled once more: a peer that
+        published work just before it could see notifications re-enabled
+        sent none, and nothing else would find that work before the next
+        window. Returns the ``io_poll_ready`` callbacks of those that have
+        work.
+        """
+        # Callbacks may add or remove handlers: a removed one gets its end
+        # from set_fd_handler, an added one its begin if polling started.
+        self._poll_started = started
+        ready: list[Callable[[], None] | None] = []
+        for handler in tuple(self._poll_handlers):
+            if self._handlers.get(handler.fd) is not handler:
+                continue  # removed by an earlier callback of this pass
+            if started:
+                handler.begin()
+                continue
+            handler.end()
+            if handler.io_poll is None or self._handlers.get(handler.fd) is not handler:
+                continue
+            try:
+                found = handler.io_poll()
+            except Exception:
+                _log_exception(f"fd {handler.fd} poll handler")
+                continue
+            if found:
+                ready.append(handler.io_poll_ready)
+        return ready
+
+    def _run_poll_handlers(
+        self, max_ns: int, timeout_ns: int, start: int | None
+    ) -> tuple[list[Callable[[], None] | None] | None, int]:
+        """Busy-poll for up to ``max_ns``; (ready callbacks or None, timeout).
+
+        A :meth:`notify` ends the window with no callbacks (``[]``): QEMU's
+        own notifier is a poll handler whose progress keeps polling started,
+        and the non-blocking wait that follows collects its eventfd.
 
         The window is counted from ``start`` (default: now). Every
         ``poll_yield_ns`` of polling the loop calls ``sched_yield()``, which
@@ -355,11 +496,6 @@ class AioContext:
         so QEMU's window arithmetic sees it as part of the wait.
         """
         pollers = self._pollers
-        if not pollers or self._poll_disable_cnt or self.poll_ns == 0:
-            return False, timeout_ns
-        max_ns = self.poll_ns if timeout_ns < 0 else min(timeout_ns, self.poll_ns)
-        if max_ns == 0:
-            return False, timeout_ns
         clock = self.clock
         if start is None:
             start = clock()
@@ -373,15 +509,15 @@ class AioContext:
                 # A bottom half, a parameter change or a stop request: stop
                 # polling and let the non-blocking wait collect the eventfd.
                 self._kicked = False
-                return False, 0
+                return [], 0
             for io_poll, io_poll_ready in pollers:
-                if io_poll():
-                    if io_poll_ready is not None:
-                        try:
-                            io_poll_ready()
-                        except Exception:
-                            _log_exception("poll handler")
-                    return True, 0
+                try:
+                    found = io_poll()
+                except Exception:  # free in 3.11 until raised
+                    _log_exception("poll handler")
+                    found = False
+                if found:
+                    return [io_poll_ready], 0
             now = clock()
             if now >= deadline:
                 break
@@ -390,7 +526,7 @@ class AioContext:
                 next_yield = now + yield_ns
         if timeout_ns > 0:
             timeout_ns = max(0, timeout_ns - (now - start))
-        return False, timeout_ns
+        return None, timeout_ns
 
     def adjust_polling(self, block_ns: int) -> None:
         """QEMU's adaptive polling rule, applied after each wait.
@@ -415,9 +551,9 @@ class AioContext:
         polling = self.poll_max_ns != 0
         start = self.clock() if polling else None
         timeout = self._timeout_ns() if blocking else 0
-        progress, timeout = self._try_poll(timeout, start)
+        ready, timeout = self._try_poll(timeout, start)
         events: list[tuple[int, int]] = []
-        if not progress:
+        if not ready:
             wait = -1.0 if timeout < 0 else timeout / 1e9
             try:
                 events = self._epoll.poll(wait)
@@ -427,6 +563,12 @@ class AioContext:
             block_ns = self.clock() - start
             if block_ns > self.poll_ns:  # else the sweet spot: nothing to adjust
                 self.adjust_polling(block_ns)
+        progress = False
+        if ready:
+            progress = True
+            for io_poll_ready in ready:
+                if io_poll_ready is not None:
+                    _call(io_poll_ready, "poll ready handler")
         if events or self._bh or self._timers:
             progress = self._dispatch(events) or progress
         return progress
