@@ -219,6 +219,7 @@ def test_print_capabilities() -> None:
         (["--socket-path", "a", "--fd", "3"], "not allowed with argument"),
         (["--socket-path", "a", "--queues", "0"], "--queues must be between 1 and 256, not 0"),
         (["--socket-path", "a", "--queues", "x"], "invalid int value: 'x'"),
+        (["--socket-path", "a", "--max-sessions", "0"], "--max-sessions must be at least 1, not 0"),
         (["--socket-path", "a", "--bogus"], "unrecognized arguments: --bogus"),
         (["--fd", "999"], "--fd 999: Bad file descriptor"),
         (["--socket-path", "/nonexistent/dir/s"], "cannot listen on /nonexistent/dir/s"),

@@ -17,6 +17,9 @@ It follows the "Backend program conventions" of QEMU's
 * ``--queues N`` is the number of data queues offered (default 1);
   a frontend asking for more fails (QEMU: "you are asking more queues
   than supported").
+* ``--max-sessions N`` bounds the sessions one frontend may hold at once
+  (default 1024): one more is refused with a negative session id, which
+  a guest sees as a failed ``setkey``.
 * ``-v`` logs each vhost-user message, ``-vv`` more.
 
 SIGTERM and SIGINT end it cleanly: connections closed, socket file
@@ -40,6 +43,8 @@ __all__ = ["main"]
 PROG = "qomhost-vhost-user-crypto"
 #: SET_VRING_KICK/CALL/ERR carry the ring index in 8 bits
 MAX_QUEUES = 256
+#: sessions per frontend unless --max-sessions says otherwise
+DEFAULT_MAX_SESSIONS = 1024
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,6 +68,13 @@ def _parser() -> _Parser:
         type=int,
         default=1,
         help=f"data queues offered (1-{MAX_QUEUES}, default 1)",
+    )
+    parser.add_argument(
+        "--max-sessions",
+        metavar="N",
+        type=int,
+        default=DEFAULT_MAX_SESSIONS,
+        help=f"sessions one frontend may hold at once (default {DEFAULT_MAX_SESSIONS})",
     )
     parser.add_argument(
         "--aio-max-batch",
@@ -118,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
     from qomhost.vhost_user.server import VhostUserConnection, VhostUserServer
 
     queues: int = args.queues
+    max_sessions: int = args.max_sessions
 
     def device() -> VhostUserCryptoDevice:
-        return VhostUserCryptoDevice(num_queues=queues)
+        return VhostUserCryptoDevice(num_queues=queues, max_sessions=max_sessions)
 
     context = AioContext("vhost-user-crypto")
     context.aio_max_batch = args.aio_max_batch
@@ -171,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("one of --socket-path and --fd is required")
     if not 1 <= args.queues <= MAX_QUEUES:
         parser.error(f"--queues must be between 1 and {MAX_QUEUES}, not {args.queues}")
+    if args.max_sessions < 1:
+        parser.error(f"--max-sessions must be at least 1, not {args.max_sessions}")
     if args.aio_max_batch < 0:
         parser.error(f"--aio-max-batch must not be negative, not {args.aio_max_batch}")
     if args.socket_path == "":
