@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -274,4 +275,40 @@ def test_requests_queued_before_the_kick_fd_are_served(backend: BackendThread) -
         fe.send(VringFile(Request.SET_VRING_CALL, 0, fe.calls[0]))
         assert len(fe.wait_used(0, 1)) == 1  # no kick was sent
     finally:
+        fe.close()
+
+
+def test_a_burst_read_at_once_keeps_each_fd_with_its_message(backend: BackendThread) -> None:
+    # While the backend's loop is held, the whole device start queues up in
+    # its socket: fd-less requests and fd-carrying ones in separate sends.
+    # Its reads then return fd-less requests together with a later
+    # request's fds, and every fd must still reach the right request.
+    fe = Frontend(backend.path)
+    held, release = threading.Event(), threading.Event()
+    try:
+        assert fe.u64(Request.GET_FEATURES) & F_PROTOCOL_FEATURES
+        fe.u64(Request.GET_PROTOCOL_FEATURES)
+        backend.context.submit(lambda: (held.set(), release.wait(TIMEOUT)))
+        assert held.wait(TIMEOUT)
+        fe.send(Empty(Request.SET_OWNER))
+        fe.send(U64(Request.SET_FEATURES, F_PROTOCOL_FEATURES))
+        fe.send(fe.memory.mem_table())
+        fe.send(VringState(Request.SET_VRING_NUM, 0, fe.num))
+        fe.send(VringState(Request.SET_VRING_BASE, 0, 0))
+        fe.send(fe.queues[0].vring_addr(0))
+        fe.send(VringFile(Request.SET_VRING_KICK, 0, fe.kicks[0]))
+        fe.send(VringFile(Request.SET_VRING_ERR, 0, None))
+        fe.send(VringFile(Request.SET_VRING_CALL, 0, fe.calls[0]))
+        fe.send(Empty(Request.GET_QUEUE_NUM))
+        release.set()
+        assert fe.recv() == U64(Request.GET_QUEUE_NUM, 2, 0x5)
+        key = os.urandom(32)
+        sid = fe.create_session(CipherAlgo.AES_CBC, key, Op.ENCRYPT)
+        dst, status = fe.submit(0, sid, bytes(16), bytes(64))
+        fe.kick(0)
+        fe.wait_used(0, 1)
+        assert fe.memory.read(status, 1)[0] == Status.OK
+        assert fe.memory.read(dst, 64) == aes_cbc(key, bytes(16), bytes(64))
+    finally:
+        release.set()
         fe.close()

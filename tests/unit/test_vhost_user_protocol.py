@@ -24,6 +24,7 @@ from qomhost.vhost_user.protocol import (
     Empty,
     Header,
     MemoryRegion,
+    MemReg,
     MemTable,
     Message,
     ProtocolFeature,
@@ -70,6 +71,8 @@ REQUESTS: list[Message] = [
         )
     ),
     SlaveReqFd(30, FLAGS_NEED_REPLY),
+    MemReg(Request.ADD_MEM_REG, MemoryRegion(0, 0x100000, 0x7F0000000000, 0, 22)),
+    MemReg(Request.REM_MEM_REG, MemoryRegion(0, 0x100000, 0x7F0000000000, 0, -1)),
     Config(Request.GET_CONFIG, 0, bytes(56)),
     Config(Request.SET_CONFIG, 4, b"\x01\x02\x03\x04", config_flags=1),
     CryptoSession(bytes(632)),
@@ -270,6 +273,58 @@ def test_decoder_closes_after_error_and_hands_back_fds() -> None:
     assert again[0].fds == (8,)
 
 
+def test_fds_go_to_the_message_their_chunk_ends_in() -> None:
+    # one large read: two fd-less messages, then the SET_VRING_CALL whose
+    # send carried the eventfd (the kernel stops the read after that send)
+    call = VringFile(Request.SET_VRING_CALL, 0, 17)
+    stream = Empty(Request.SET_OWNER).encode() + Empty(Request.GET_FEATURES).encode()
+    stream += call.encode()
+    assert VhostUserDecoder().feed(stream, [17]) == [
+        Empty(Request.SET_OWNER),
+        Empty(Request.GET_FEATURES),
+        call,
+    ]
+    # the read ended inside the second message of a chunk that began with another
+    kick = VringFile(Request.SET_VRING_KICK, 1, 18)
+    decoder = VhostUserDecoder()
+    data = Empty(Request.SET_OWNER).encode() + kick.encode()
+    assert decoder.feed(data[:15], [18]) == [Empty(Request.SET_OWNER)]
+    assert decoder.feed(data[15:]) == [kick]
+    # fds for two messages in one chunk cannot be told apart: refused, all handed back
+    both = VringFile(Request.SET_VRING_CALL, 1, 21).encode() + kick.encode()
+    (err,) = VhostUserDecoder().feed(both, [21, 18])
+    assert isinstance(err, VhostUserProtocolError) and err.fds == (21, 18)
+    # fds with no bytes at a message boundary belong to nothing
+    (err,) = VhostUserDecoder().feed(b"", [5])
+    assert isinstance(err, VhostUserProtocolError) and err.fds == (5,)
+
+
+def test_mem_reg_bytes() -> None:
+    add = MemReg(Request.ADD_MEM_REG, MemoryRegion(0x10, 0x20, 0x30, 0x40, 5), FLAGS_NEED_REPLY)
+    data = add.encode()
+    assert data == bytes.fromhex(
+        "25000000 09000000 28000000 0000000000000000"
+        "1000000000000000 2000000000000000 3000000000000000 4000000000000000"
+    )
+    assert add.fds == (5,) and fd_count(Request.ADD_MEM_REG, data[12:]) == 1
+    rem_bytes = bytes([38]) + data[1:]
+    rem = decode_message(rem_bytes, (), BACKEND)
+    assert rem == MemReg(
+        Request.REM_MEM_REG, MemoryRegion(0x10, 0x20, 0x30, 0x40, -1), FLAGS_NEED_REPLY
+    )
+    # REM_MEM_REG should come without an fd, but one is taken (to be closed)
+    assert decode_message(rem_bytes, [9], BACKEND).fds == (9,)
+    with pytest.raises(VhostUserProtocolError, match="at most 1 should be sent") as exc:
+        decode_message(rem_bytes, [9, 10], BACKEND)
+    assert exc.value.fds == (9, 10)
+    with pytest.raises(VhostUserProtocolError, match="ADD_MEM_REG received 0 fds"):
+        decode_message(data, (), BACKEND)
+    with pytest.raises(VhostUserProtocolError, match="Invalid size 32 for ADD_MEM_REG"):
+        decode_message(data[:4] + data[4:8] + bytes([32, 0, 0, 0]) + data[20:], [5], BACKEND)
+    with pytest.raises(ValueError):
+        MemReg(Request.SET_MEM_TABLE, add.region)
+
+
 def test_eof_reports_truncation() -> None:
     decoder = VhostUserDecoder()
     assert decoder.feed(b"\x01\x00\x00", [6]) == []
@@ -309,7 +364,23 @@ def _feed_chunks(
 
 
 def _summary(out: list[Message | VhostUserProtocolError]) -> list[object]:
-    return [(type(x).__name__, x.desc, x.fds) if isinstance(x, Exception) else x for x in out]
+    return [(type(x).__name__, x.desc) if isinstance(x, Exception) else x for x in out]
+
+
+def _handed_back(role: str, chunks: list[tuple[bytes, list[int]]]) -> list[int]:
+    """The fds errors hand back when every chunk is fed, even after the first error.
+
+    Which error hands an fd back depends on whether its chunk came before
+    or after the fault, so only the total is the same however the stream
+    was cut.
+    """
+    decoder = VhostUserDecoder(role)
+    errors = [
+        x for data, fds in chunks for x in decoder.feed(data, fds) if isinstance(x, Exception)
+    ]
+    if (err := decoder.eof()) is not None:
+        errors.append(err)
+    return sorted(fd for err in errors for fd in err.fds)
 
 
 def _check(out: list[Message | VhostUserProtocolError]) -> None:
@@ -320,16 +391,23 @@ def _check(out: list[Message | VhostUserProtocolError]) -> None:
 
 
 @st.composite
-def streams(draw: st.DrawFn, role: str) -> tuple[bytes, list[tuple[int, list[int]]]]:
-    """A byte stream of valid, mutated and random messages; fds at message starts."""
+def streams(draw: st.DrawFn, role: str) -> tuple[bytes, list[tuple[int, list[int]]], bool]:
+    """Sends of valid, mutated and random messages, each with its fds.
+
+    Returns the bytes, (offset, fds) of each send, and whether every send
+    is exactly one message (no size changed, nothing cut short), as real
+    senders do.
+    """
     pool = REQUESTS if role == BACKEND else REPLIES
     data = bytearray()
     fd_at: list[tuple[int, list[int]]] = []
+    aligned = True
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["valid", "mutated", "random"]))
         if kind == "random":
             body = draw(st.binary(max_size=80))
             fds = draw(st.lists(st.integers(0, 1000), max_size=3))
+            aligned = False
         else:
             msg = draw(st.sampled_from(pool))
             body = msg.encode()
@@ -341,27 +419,31 @@ def streams(draw: st.DrawFn, role: str) -> tuple[bytes, list[tuple[int, list[int
                     buf[pos] = draw(st.integers(0, 255))
                 if draw(st.booleans()):
                     buf = buf[: draw(st.integers(0, len(buf)))]
+                aligned &= len(buf) == len(body) and buf[8:12] == body[8:12]
                 body = bytes(buf)
                 fds = draw(st.sampled_from([fds, [], [*fds, 99]]))
         fd_at.append((len(data), fds))
         data += body
-    return bytes(data), fd_at
+    return bytes(data), fd_at, aligned
 
 
 def _chunked(
     data: bytes, fd_at: list[tuple[int, list[int]]], cuts: list[int]
 ) -> list[tuple[bytes, list[int]]]:
-    # the kernel never returns bytes from before an fd-carrying send with its fds
-    starts = {pos for pos, fds in fd_at if fds}
-    points = sorted({0, len(data), *starts, *(c % (len(data) + 1) for c in cuts)})
-    fds_for = {}
-    for pos, fds in fd_at:
-        fds_for.setdefault(pos, []).extend(fds)
+    """What ``recvmsg`` returns for these sends, with reads also ending at ``cuts``.
+
+    As Linux does on a unix stream socket: a read that reaches an
+    fd-carrying send takes its fds and stops at that send's end, so it may
+    begin with earlier sends' bytes. An empty send's fds are never delivered.
+    """
+    ends = [pos for pos, _ in fd_at[1:]] + [len(data)]
+    sends = [(pos, end, fds) for (pos, fds), end in zip(fd_at, ends, strict=True)]
+    stops = {end for pos, end, fds in sends if fds and end > pos}
+    points = sorted({0, len(data), *stops, *(c % (len(data) + 1) for c in cuts)})
     chunks = []
     for a, b in itertools.pairwise(points):
-        chunks.append((data[a:b], fds_for.get(a, [])))
-    if len(data) in fds_for and fds_for[len(data)]:
-        chunks.append((b"", fds_for[len(data)]))
+        fds = [fd for pos, end, sent in sends if a <= pos < b and end > pos for fd in sent]
+        chunks.append((data[a:b], fds))
     return chunks
 
 
@@ -369,13 +451,22 @@ def _chunked(
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_fuzz_chunking_is_irrelevant(role: str, data: st.DataObject) -> None:
-    stream, fd_at = data.draw(streams(role))
+    stream, fd_at, aligned = data.draw(streams(role))
     cuts = data.draw(st.lists(st.integers(0, 10_000), max_size=8))
     whole = _feed_chunks(role, _chunked(stream, fd_at, []))
     split = _feed_chunks(role, _chunked(stream, fd_at, cuts))
     bytewise = _feed_chunks(role, _chunked(stream, fd_at, list(range(len(stream)))))
-    _check(whole)
-    assert _summary(whole) == _summary(split) == _summary(bytewise)
+    for out in (whole, split, bytewise):
+        _check(out)
+    if aligned:
+        # a send that spans two messages leaves its fds' owner to where the
+        # reads end; one message per send, as real senders do, never does
+        assert _summary(whole) == _summary(split) == _summary(bytewise)
+    handed_back = {
+        tuple(_handed_back(role, _chunked(stream, fd_at, c)))
+        for c in ([], cuts, list(range(len(stream))))
+    }
+    assert len(handed_back) == 1
     if len(fd_at) == 1 and len(whole) == 1 and not isinstance(whole[0], Exception):
         # a single complete message decodes the same way on its own
         assert decode_message(stream, fd_at[0][1], role) == whole[0]

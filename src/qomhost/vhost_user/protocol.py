@@ -12,8 +12,10 @@ REPLY_ACK (only once ``ProtocolFeature.REPLY_ACK`` is negotiated). A
 backend answers with ``flags`` exactly 0x5 -- QEMU rejects anything else.
 File descriptors (memory regions, eventfds, the backend request channel)
 are not in the bytes: the sender attaches them with ``SCM_RIGHTS`` to the
-``sendmsg`` that carries the header, so the receiver gets them together
-with the first bytes of the message.
+``sendmsg`` that carries the message. On a unix stream socket a
+``recvmsg`` that reaches an fd-carrying send stops at its end, so the fds
+come with a chunk whose *last* byte belongs to their message -- though
+the same chunk may begin with earlier messages that carry none.
 
 Messages are small immutable values, one class per payload shape; the
 ``request`` field says which message it is::
@@ -49,6 +51,7 @@ __all__ = [
     "CryptoSession",
     "Empty",
     "Header",
+    "MemReg",
     "MemTable",
     "MemoryRegion",
     "Message",
@@ -89,6 +92,8 @@ VRING_NOFD_MASK = 0x100
 
 #: SET_MEM_TABLE carries at most this many regions (one fd each)
 MAX_MEM_REGIONS = 8
+#: ADD_MEM_REG/REM_MEM_REG payload: u64 padding, then one region
+MEM_REG_SIZE = 40
 #: GET/SET_CONFIG: the largest config space, and the fixed part before it
 MAX_CONFIG_SIZE = 256
 CONFIG_HDR_SIZE = 12
@@ -463,6 +468,38 @@ class MemTable(Message):
         return b"".join(parts)
 
 
+class MemReg(Message):
+    """ADD_MEM_REG / REM_MEM_REG: ``{u64 padding, one region}``, 40 bytes.
+
+    With ``ProtocolFeature.CONFIGURE_MEM_SLOTS`` the frontend sends its
+    memory one region at a time instead of a whole ``SET_MEM_TABLE``
+    (QEMU 7.2 does so even for the first table). ADD_MEM_REG carries the
+    region's fd. REM_MEM_REG names the region by its guest address, user
+    address and size; the specification says it carries no fd, but
+    accepts one for the sake of senders that attach it anyway, so
+    ``region.fd`` is -1 when none came.
+    """
+
+    __slots__ = ("region",)
+    _fields = ("request", "flags", "region")
+    region: MemoryRegion
+
+    def __init__(self, request: int, region: MemoryRegion, flags: int = FLAGS_REQUEST) -> None:
+        if request not in (Request.ADD_MEM_REG, Request.REM_MEM_REG):
+            raise ValueError(f"MemReg is for ADD_MEM_REG or REM_MEM_REG, not {request}")
+        self._init(request, flags, region)
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return () if self.region.fd < 0 else (self.region.fd,)
+
+    def payload(self) -> bytes:
+        r = self.region
+        return _U64.pack(0) + _REGION.pack(
+            r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset
+        )
+
+
 class SlaveReqFd(Message):
     """SET_SLAVE_REQ_FD: the socket on which the backend may send requests back."""
 
@@ -584,6 +621,7 @@ def fd_count(request: int, payload: bytes) -> int:
     The count can depend on the payload (SET_MEM_TABLE: one per region;
     SET_VRING_KICK/CALL/ERR: none when bit 8 says "poll"). Replies carry
     none. A payload too short to tell gives 0; decoding reports its size.
+    REM_MEM_REG should carry none, and a decoder also accepts one.
     """
     if request == Request.SET_MEM_TABLE:
         if len(payload) < _MEM_HDR.size:
@@ -594,7 +632,7 @@ def fd_count(request: int, payload: bytes) -> int:
         if len(payload) != _U64.size:
             return 0
         return 0 if _U64.unpack(payload)[0] & VRING_NOFD_MASK else 1
-    if request == Request.SET_SLAVE_REQ_FD:
+    if request in (Request.SET_SLAVE_REQ_FD, Request.ADD_MEM_REG):
         return 1
     return 0
 
@@ -656,6 +694,19 @@ def _decode_request(header: Header, payload: bytes, fds: tuple[int, ...]) -> Mes
         msg = SlaveReqFd(fds[0], flags)
     elif req in (Request.GET_CONFIG, Request.SET_CONFIG):
         msg = _decode_config(header, payload)
+    elif req in (Request.ADD_MEM_REG, Request.REM_MEM_REG):
+        if size != MEM_REG_SIZE:
+            raise _bad_size(header, f"{MEM_REG_SIZE}")
+        # REM_MEM_REG: none expected, one tolerated (the backend closes it)
+        allowed = (want, 1) if req == Request.REM_MEM_REG else (want,)
+        if len(fds) not in allowed:
+            raise VhostUserProtocolError(
+                f"{request_name(req)} received {len(fds)} fds - "
+                f"{'at most' if len(allowed) > 1 else 'only'} {max(allowed)} should be sent"
+            )
+        want = len(fds)
+        gpa, length, uaddr, offset = _REGION.unpack_from(payload, _U64.size)
+        msg = MemReg(req, MemoryRegion(gpa, length, uaddr, offset, fds[0] if fds else -1), flags)
     elif req == Request.CREATE_CRYPTO_SESSION:
         if size not in _SESSION_SIZES:
             raise _bad_size(header, f"{CRYPTO_SESSION_SIZE} or {CRYPTO_SESSION_SIZE_ASYM}")
@@ -794,27 +845,37 @@ class VhostUserDecoder:
         632 for a frontend, 1072 for a backend, enough for QEMU 8.1+'s
         crypto sessions).
 
+    Feed it what each ``recvmsg`` returned, in order: the bytes and the
+    fds that came with them. Reads may be of any size -- one message at a
+    time, or large chunks holding several.
+
     :meth:`feed` never raises for bad input. It returns the messages
     completed so far; when the input is malformed, the list ends with a
     :class:`VhostUserProtocolError` and the decoder is *closed*: the byte
     stream cannot be resynchronised, so the caller closes the connection.
     Feeding a closed decoder returns a fresh error that hands back the fds.
 
-    Descriptors belong to the message whose bytes begin the chunk they
-    came with -- the message in progress, or the next one when the decoder
-    is at a message boundary. That is what the kernel guarantees for
-    ``SCM_RIGHTS`` on a stream socket when the sender passes the fds with
-    the header's ``sendmsg``, as QEMU and libvhost-user do: a ``recvmsg``
-    never returns bytes from before an fd-carrying send together with its
-    fds. Each message must get exactly the number it needs
-    (:func:`fd_count`).
+    **Which message owns the fds.** The fds of one ``feed`` belong to the
+    message that the chunk's *last* byte belongs to. That is what the
+    kernel guarantees on a unix stream socket: a ``recvmsg`` that reaches
+    a send carrying ``SCM_RIGHTS`` takes that send's fds and stops at the
+    end of it (or earlier, when the read buffer is full), so the chunk may
+    start with earlier fd-less messages but ends inside the message the
+    fds were sent with. QEMU, libvhost-user and DPDK send each message,
+    fds included, with one ``sendmsg``. A sender that packs fds for two
+    messages into one ``sendmsg`` cannot be told apart from one that sends
+    too many for one message; both are refused. Each message must get the
+    number of fds it needs (:func:`fd_count`), else it is an error.
     """
 
     def __init__(self, role: str = BACKEND, max_payload: int | None = None) -> None:
         self.role = role
         self.max_payload = _max_payload(role, max_payload)
         self._buffer = bytearray()
-        self._fds: list[int] = []
+        #: stream offset of the buffer's first byte (the current message's start)
+        self._offset = 0
+        #: (stream offset of the last byte of the chunk that brought them, fds)
+        self._fd_chunks: list[tuple[int, list[int]]] = []
         self._header: Header | None = None
         #: the error that closed the decoder, if any
         self.error: VhostUserProtocolError | None = None
@@ -828,6 +889,9 @@ class VhostUserDecoder:
         """Bytes received of a message not yet complete."""
         return len(self._buffer)
 
+    def _queued_fds(self) -> list[int]:
+        return [fd for _, fds in self._fd_chunks for fd in fds]
+
     def feed(
         self, data: bytes, fds: list[int] | tuple[int, ...] = ()
     ) -> list[Message | VhostUserProtocolError]:
@@ -836,19 +900,25 @@ class VhostUserDecoder:
             return [
                 VhostUserProtocolError("Connection already failed: " + self.error.desc, tuple(fds))
             ]
-        self._fds.extend(fds)
         self._buffer += data
         out: list[Message | VhostUserProtocolError] = []
         try:
+            if fds:
+                if not self._buffer:
+                    # a stream socket delivers fds only with bytes
+                    raise VhostUserProtocolError(
+                        f"Received {len(fds)} fds without a message", tuple(fds)
+                    )
+                self._fd_chunks.append((self._offset + len(self._buffer) - 1, list(fds)))
             while True:
                 msg = self._next()
                 if msg is None:
                     break
                 out.append(msg)
         except VhostUserProtocolError as exc:
-            stray = (*exc.fds, *self._fds)
+            stray = (*exc.fds, *self._queued_fds())
             self.error = VhostUserProtocolError(exc.desc, stray)
-            self._fds = []
+            self._fd_chunks = []
             self._buffer = bytearray()
             out.append(self.error)
         return out
@@ -866,20 +936,23 @@ class VhostUserDecoder:
             return None
         payload = bytes(self._buffer[HEADER_SIZE:end])
         del self._buffer[:end]
-        fds = tuple(self._fds)
-        # later messages in this chunk did not start it, so they get no fds
-        self._fds = []
+        self._offset += end
+        # the fds of every chunk that ended inside this message are its own;
+        # chunks that ended later belong to later messages
+        fds: list[int] = []
+        while self._fd_chunks and self._fd_chunks[0][0] < self._offset:
+            fds += self._fd_chunks.pop(0)[1]
         self._header = None
         try:
-            return _decode_body(header, payload, fds, self.role)
+            return _decode_body(header, payload, tuple(fds), self.role)
         except VhostUserProtocolError as exc:
-            raise VhostUserProtocolError(exc.desc, fds) from None
+            raise VhostUserProtocolError(exc.desc, tuple(fds)) from None
 
     def eof(self) -> VhostUserProtocolError | None:
         """The peer closed: report a truncated message (and its fds), if any."""
         if self.error is not None:
             return None
-        if not self._buffer and not self._fds:
+        if not self._buffer and not self._fd_chunks:
             return None
         if self._header is None:
             desc = f"Failed to read msg header. Read {len(self._buffer)} instead of {HEADER_SIZE}."
@@ -888,7 +961,7 @@ class VhostUserDecoder:
                 f"Failed to read msg payload. Read {len(self._buffer) - HEADER_SIZE} instead of "
                 f"{self._header.size}."
             )
-        self.error = VhostUserProtocolError(desc, tuple(self._fds))
-        self._fds = []
+        self.error = VhostUserProtocolError(desc, tuple(self._queued_fds()))
+        self._fd_chunks = []
         self._buffer = bytearray()
         return self.error

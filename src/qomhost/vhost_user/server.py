@@ -3,7 +3,7 @@
 The I/O around :class:`~qomhost.vhost_user.backend.VhostUserBackend`:
 
 * :class:`VhostUserConnection` serves one connected unix socket. Bytes and
-  ``SCM_RIGHTS`` fds from ``recvmsg`` go into a ``BACKEND`` decoder, each
+  ``SCM_RIGHTS`` fds from each ``recvmsg`` go into a ``BACKEND`` decoder, each
   request into the backend, the replies back out. Each live ring's kick
   eventfd is a handler on the same loop: a kick makes the device serve
   up to ``aio-max-batch`` requests (:meth:`AioContext.batch_limit`), then
@@ -43,8 +43,6 @@ from qomhost.vhost_user.backend import (
 )
 from qomhost.vhost_user.protocol import (
     BACKEND,
-    BACKEND_MAX_PAYLOAD,
-    HEADER_SIZE,
     MAX_MEM_REGIONS,
     Message,
     VhostUserDecoder,
@@ -59,6 +57,8 @@ log = logging.getLogger("qomhost.vhost_user.server")
 #: fds accepted per recvmsg: no message carries more than a memory table's
 #: 8; room for more lets an oversized batch be seen (and refused), not cut
 RECV_MAX_FDS = 2 * MAX_MEM_REGIONS
+#: bytes asked for per recvmsg: a burst of small requests in one read
+RECV_SIZE = 1 << 16
 #: a frontend that does not read its replies for this long is dropped
 SEND_TIMEOUT_S = 10.0
 
@@ -99,9 +99,6 @@ class VhostUserConnection:
         #: why the connection ended: None while open, "" for a clean EOF
         self.close_reason: str | None = None
         self._slave_fd: int | None = None
-        #: the message being read, and the fds that came with it
-        self._pending = bytearray()
-        self._pending_fds: list[int] = []
         sock.setblocking(False)
 
     @property
@@ -118,8 +115,10 @@ class VhostUserConnection:
         if self.close_reason is not None:
             return
         self.close_reason = reason
-        _close_fds(self._pending_fds)
-        self._pending_fds = []
+        # fds of a message not yet complete
+        error = self.decoder.eof()
+        if error is not None:
+            _close_fds(error.fds)
         self.context.set_fd_handler(self.sock.fileno(), None)
         self.backend.close()
         self.sock.close()
@@ -131,62 +130,45 @@ class VhostUserConnection:
             self.on_closed(self)
 
     # --- requests -----------------------------------------------------------
-    def _wanted(self) -> int:
-        """Bytes still to read of the message in progress (0: it is complete)."""
-        got = len(self._pending)
-        if got < HEADER_SIZE:
-            return HEADER_SIZE - got
-        size = int.from_bytes(self._pending[8:12], "little")
-        if size > BACKEND_MAX_PAYLOAD:
-            return 0  # the decoder refuses it from the header alone
-        return HEADER_SIZE + size - got
-
     def _on_readable(self) -> None:
-        # One message at a time, header first, as libvhost-user reads. A
-        # unix stream read may return the bytes of earlier fd-less messages
-        # together with a later message's fds, but it never reads beyond
-        # what was asked for; asking for no more than the rest of the
-        # current message keeps every fd with the message it was sent with.
+        # Reads of any size: the decoder gives each fd to the message its
+        # chunk ends in, which is where the kernel stops a read that
+        # reaches an fd-carrying send.
         while self.close_reason is None:
-            want = self._wanted()
-            if want:
-                try:
-                    data, fds, flags, _addr = socket.recv_fds(
-                        self.sock,
-                        want,
-                        RECV_MAX_FDS,
-                        socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT,
-                    )
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError as exc:
-                    self.close(f"recvmsg: {exc.strerror or exc}")
-                    return
-                if flags & socket.MSG_CTRUNC:
-                    _close_fds(fds)
-                    self.close("Too many file descriptors in one message")
-                    return
-                self._pending_fds += fds
-                if not data:
-                    self._eof()
-                    return
-                self._pending += data
-                continue
-            message, fds = bytes(self._pending), self._pending_fds
-            self._pending, self._pending_fds = bytearray(), []
-            for item in self.decoder.feed(message, fds):
+            try:
+                data, fds, flags, _addr = socket.recv_fds(
+                    self.sock,
+                    RECV_SIZE,
+                    RECV_MAX_FDS,
+                    socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT,
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.close(f"recvmsg: {exc.strerror or exc}")
+                return
+            if flags & socket.MSG_CTRUNC:
+                _close_fds(fds)
+                self.close("Too many file descriptors in one message")
+                return
+            if not data:
+                _close_fds(fds)
+                self._eof()
+                return
+            items = self.decoder.feed(data, fds)
+            for i, item in enumerate(items):
                 if isinstance(item, VhostUserProtocolError):
                     _close_fds(item.fds)
                     self.close(item.desc)
+                elif self.close_reason is None:
+                    self._handle(item)
+                if self.close_reason is not None:
+                    # what came after the request that ended the connection
+                    for rest in items[i + 1 :]:
+                        _close_fds(rest.fds)
                     return
-                self._handle(item)
 
     def _eof(self) -> None:
-        fds, self._pending_fds = self._pending_fds, []
-        if self._pending:
-            # a message cut short: let the decoder say how
-            self.decoder.feed(bytes(self._pending))
-        _close_fds(fds)
         error = self.decoder.eof()
         if error is not None:
             _close_fds(error.fds)
