@@ -692,6 +692,30 @@ class DriverVirtqueue:
             _U16.pack_into(self._avail, self._used_event_at, last)
         return done
 
+    def has_used(self) -> bool:
+        """The device has returned requests that :meth:`get_used` has not taken.
+
+        Cheap enough for a poll handler: one 16-bit load, no lock. An answer
+        that is stale by the time the caller acts only delays the work.
+        """
+        return bool(_U16.unpack_from(self._used, 2)[0] != self._last_used)
+
+    def used_since_rearm(self) -> bool:
+        """After :meth:`get_used` with callbacks on: did more used entries arrive?
+
+        :meth:`get_used` moves ``used_event`` to the next entry it expects,
+        but the device may have read the old value and returned an entry
+        in between, deciding that it needs no notification. As a Linux
+        driver re-checks after ``virtqueue_enable_cb``, call this (a full
+        barrier and one load) and take the used entries again while it
+        says True. Without event idx, or with callbacks off, it is False:
+        the device then notifies on every batch, or nobody waits for it.
+        """
+        if not self.event_idx or not self._callbacks:
+            return False
+        full_barrier()
+        return bool(_U16.unpack_from(self._used, 2)[0] != self._last_used)
+
     def _detach(self, head: int) -> object:
         ids = self._chains[head]
         assert ids is not None
