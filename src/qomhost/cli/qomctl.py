@@ -155,14 +155,16 @@ def _store_in_keyring(description: str, keyring: str, payload: bytes) -> int:
         PERM_POSSESSOR_ALL_USER_READ,
         KeyringError,
         add_key,
+        keyring_id,
         link_key,
         search_key,
         set_permissions,
         unlink_key,
     )
 
-    ring = KEY_SPEC_USER_KEYRING if keyring == "user" else KEY_SPEC_SESSION_KEYRING
     try:
+        session = keyring_id(KEY_SPEC_SESSION_KEYRING)
+        ring = keyring_id(KEY_SPEC_USER_KEYRING) if keyring == "user" else session
         # add_key would silently replace the payload of a key of that name,
         # which may be another guest's secret.
         existing = search_key(description, ring)
@@ -173,13 +175,13 @@ def _store_in_keyring(description: str, keyring: str, payload: bytes) -> int:
         # The key is made in the session keyring, which this process
         # possesses, so that its permissions may still be changed; only then
         # does it move to the user keyring (which a session need not link).
-        serial = add_key(description, payload, KEY_SPEC_SESSION_KEYRING)
-        if ring == KEY_SPEC_USER_KEYRING:
+        serial = add_key(description, payload, session)
+        if ring != session:
             try:
                 set_permissions(serial, PERM_POSSESSOR_ALL_USER_READ)
-                link_key(serial, KEY_SPEC_USER_KEYRING)
+                link_key(serial, ring)
             finally:
-                unlink_key(serial, KEY_SPEC_SESSION_KEYRING)
+                unlink_key(serial, session)
     except KeyringError as exc:
         raise QemuError(
             f"Unable to add key '{description}' to the {keyring} keyring: {exc.strerror}"

@@ -27,6 +27,7 @@ __all__ = [
     "KeyringError",
     "add_key",
     "join_session_keyring",
+    "keyring_id",
     "link_key",
     "read_key",
     "revoke_key",
@@ -48,6 +49,7 @@ _KEYCTL_SETPERM = 5
 _KEYCTL_UNLINK = 9
 _KEYCTL_SEARCH = 10
 _KEYCTL_READ = 11
+_KEYCTL_GET_KEYRING_ID = 0
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 
 #: (add_key, keyctl) system call numbers per machine
@@ -165,6 +167,17 @@ def link_key(serial: int, keyring: int) -> None:
 def unlink_key(serial: int, keyring: int = KEY_SPEC_SESSION_KEYRING) -> None:
     """Remove a key from ``keyring`` (the key goes when nothing links it)."""
     _keyctl(_KEYCTL_UNLINK, ctypes.c_long(serial), ctypes.c_long(keyring))
+
+
+def keyring_id(special: int) -> int:
+    """The serial a special keyring id stands for, creating nothing.
+
+    A process without a session keyring of its own gets the user-session
+    keyring for ``KEY_SPEC_SESSION_KEYRING`` here, where ``add_key`` given
+    the special id would make it a new, private session keyring that dies
+    with it.
+    """
+    return _keyctl(_KEYCTL_GET_KEYRING_ID, ctypes.c_long(special), ctypes.c_long(0))
 
 
 def join_session_keyring(name: str | None = None) -> int:
