@@ -1,5 +1,6 @@
 # make demo  - set up and run the seed's examples end to end
 # make test  - set up and run every test (lint and types included)
+# make fuzz  - run every fuzz target FUZZ_RUNS times (FUZZ_TARGETS: a subset)
 
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.installed
 DEBS   := qemu-system-x86 qemu-system-common qemu-utils openssl bsdextrautils libpam-wrapper libpam-modules \
           dpdk-doc libdpdk-dev build-essential pkg-config ovmf
 
-.PHONY: demo test lint typecheck unit differential interop integration bench system-deps clean
+.PHONY: demo test lint typecheck unit differential interop integration bench fuzz system-deps clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,8 +35,8 @@ demo: $(STAMP) system-deps
 	$(PY) demo/run_demo.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks demo
-	$(VENV)/bin/ruff format --check src tests benchmarks demo
+	$(VENV)/bin/ruff check src tests benchmarks demo fuzz
+	$(VENV)/bin/ruff format --check src tests benchmarks demo fuzz
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict src
@@ -46,6 +47,14 @@ test: $(STAMP) system-deps lint typecheck
 bench: $(STAMP) system-deps
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) benchmarks/run.py
+
+# Each target in a child process of its own, at the lowest priority; prints
+# executions, crashes, hangs and time per target (fuzz/run.py --help).
+FUZZ_RUNS    ?= 1000000
+FUZZ_TARGETS ?=
+fuzz: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[fuzz]'
+	nice -n 19 $(PY) fuzz/run.py --runs $(FUZZ_RUNS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
