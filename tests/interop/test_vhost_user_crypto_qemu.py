@@ -45,23 +45,25 @@ pytestmark = pytest.mark.interop
 BACKEND_NAME = "qomhost-vhost-user-crypto"
 
 #: QEMU 7.2's messages for queue 0 with what the backend offers (MQ, REPLY_ACK,
-#: SLAVE_REQ, CRYPTO_SESSION, STATUS, no CONFIGURE_MEM_SLOTS)
+#: SLAVE_REQ, CRYPTO_SESSION, CONFIGURE_MEM_SLOTS, STATUS)
 QUEUE0 = [
     "GET_FEATURES",
     "GET_PROTOCOL_FEATURES",
     "SET_PROTOCOL_FEATURES",
     "GET_QUEUE_NUM",
+    "GET_MAX_MEM_SLOTS",
     "SET_SLAVE_REQ_FD",
     "SET_OWNER",
     "GET_FEATURES",
     "SET_VRING_CALL",
     "SET_VRING_ERR",
 ]
-#: and for each further queue
+#: and for each further queue (GET_MAX_MEM_SLOTS is asked again for each)
 QUEUE_N = [
     "GET_FEATURES",
     "GET_PROTOCOL_FEATURES",
     "SET_PROTOCOL_FEATURES",
+    "GET_MAX_MEM_SLOTS",
     "GET_FEATURES",
     "SET_VRING_CALL",
     "SET_VRING_ERR",
@@ -122,7 +124,7 @@ def test_qemu_handshake(procs: Processes, queues: int) -> None:
     log = backend.wait_stderr("conn1: frontend disconnected")
     assert received(log) == expected(queues), log
     # the negotiated set QEMU sent back: what was offered, masked by QEMU
-    assert "SET_PROTOCOL_FEATURES (16) value=0x120a9" in log
+    assert "SET_PROTOCOL_FEATURES (16) value=0x1a0a9" in log
     assert "SET_SLAVE_REQ_FD (21) flags=0x9" in log  # REPLY_ACK in use
     assert backend.running()
 

@@ -301,6 +301,52 @@ def test_close_keeps_outstanding_views_valid() -> None:
     assert bytes(view) == b"safe"
 
 
+# --- one region at a time (ADD_MEM_REG / REM_MEM_REG) ------------------------------------
+
+
+def _dup_region(memory: GuestMemory, i: int) -> MemoryRegion:
+    r = memory.regions[i]
+    return MemoryRegion(
+        r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset, os.dup(r.fd)
+    )
+
+
+def test_regions_added_and_removed_one_at_a_time(memory: GuestMemory) -> None:
+    before = open_fds()
+    peer = GuestMemory.map_table(MemTable((_dup_region(memory, 1),)))
+    try:
+        second = memory.regions[1].guest_phys_addr
+        memory.write(second - 4, b"acrossit")
+        with pytest.raises(GuestMemoryError, match="outside guest memory"):
+            peer.read(second - 4, 8)
+        peer.add_region(_dup_region(memory, 0))
+        assert [r.guest_phys_addr for r in peer.regions] == [0x100000, second]
+        assert peer.read(second - 4, 8) == b"acrossit"
+        assert peer.view_uva(memory.regions[0].userspace_addr, 2) == b"\x00\x00"
+        # the same region again, or one overlapping it in user addresses
+        with pytest.raises(GuestMemoryError, match="overlap at guest address"):
+            peer.add_region(_dup_region(memory, 1))
+        r = memory.regions[0]
+        fd = os.dup(r.fd)
+        with pytest.raises(GuestMemoryError, match="overlap at user address"):
+            peer.add_region(MemoryRegion(0x40000000, PAGE_SIZE, r.userspace_addr, 0, fd))
+        with pytest.raises(GuestMemoryError, match="no memory region at guest address 0x100000"):
+            peer.remove_region(0x100000, r.memory_size, r.userspace_addr + PAGE_SIZE)
+        kept = peer.view(second, 8)
+        peer.remove_region(second, memory.regions[1].memory_size, memory.regions[1].userspace_addr)
+        assert len(peer.regions) == 1
+        with pytest.raises(GuestMemoryError, match="outside guest memory"):
+            peer.view(second, 1)
+        assert bytes(kept[:4]) == b"ssit"  # a view taken before stays mapped
+        del kept
+    finally:
+        peer.close()
+    assert open_fds() == before
+    with pytest.raises(GuestMemoryError, match="guest memory is closed"):
+        peer.add_region(_dup_region(memory, 1))
+    assert open_fds() == before  # the fd of a refused region is closed too
+
+
 # --- the allocator --------------------------------------------------------------------------
 
 

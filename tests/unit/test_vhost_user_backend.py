@@ -37,6 +37,7 @@ from qomhost.vhost_user.protocol import (
     CryptoSession,
     Empty,
     MemoryRegion,
+    MemReg,
     MemTable,
     Message,
     ProtocolFeature,
@@ -181,9 +182,13 @@ def qemu_handshake(backend: VhostUserBackend, queues: int = 2) -> list[tuple[int
         offered = [r for q, r in out if q == Request.GET_PROTOCOL_FEATURES][-1]
         assert isinstance(offered, U64)
         # QEMU masks with (1 << 17) - 1 and drops CONFIG for crypto
-        send(U64(Request.SET_PROTOCOL_FEATURES, offered.value & ProtocolFeature.MASK & ~CONFIG_BIT))
+        acked = offered.value & ProtocolFeature.MASK & ~CONFIG_BIT
+        send(U64(Request.SET_PROTOCOL_FEATURES, acked))
         if index == 0:
             send(Empty(Request.GET_QUEUE_NUM))
+        if acked >> ProtocolFeature.CONFIGURE_MEM_SLOTS & 1:
+            send(Empty(Request.GET_MAX_MEM_SLOTS))  # for every queue, as QEMU 7.2 asks
+        if index == 0:
             a, b = socket.socketpair()
             b.close()
             send(SlaveReqFd(a.detach(), FLAGS_NEED_REPLY))
@@ -200,21 +205,23 @@ def test_qemu_72_handshake_replies(backend: VhostUserBackend) -> None:
         Request.GET_FEATURES,
         Request.GET_PROTOCOL_FEATURES,
         Request.GET_QUEUE_NUM,
+        Request.GET_MAX_MEM_SLOTS,
         Request.SET_SLAVE_REQ_FD,  # the REPLY_ACK
         Request.GET_FEATURES,
         Request.GET_FEATURES,
         Request.GET_PROTOCOL_FEATURES,
+        Request.GET_MAX_MEM_SLOTS,
         Request.GET_FEATURES,
     ]
     for _request, reply in replies:
         assert reply.flags == FLAGS_REPLY  # QEMU accepts exactly 0x5
         assert isinstance(reply, U64)
-    features, protocol, queue_num, ack = (r.value for _, r in replies[:4])  # type: ignore[attr-defined]
+    features, protocol, queue_num, slots, ack = (r.value for _, r in replies[:5])  # type: ignore[attr-defined]
     assert features == (1 << 32) | F_PROTOCOL_FEATURES
     assert protocol == CORE_PROTOCOL_FEATURES | CONFIG_BIT
-    for bit in ("MQ", "REPLY_ACK", "SLAVE_REQ", "STATUS"):
+    for bit in ("MQ", "REPLY_ACK", "SLAVE_REQ", "CONFIGURE_MEM_SLOTS", "STATUS"):
         assert protocol >> getattr(ProtocolFeature, bit) & 1, bit
-    assert (queue_num, ack) == (2, 0)
+    assert (queue_num, slots, ack) == (2, 8, 0)
     # the exact bytes QEMU reads for GET_FEATURES
     assert replies[0][1].encode() == struct.pack("<IIIQ", 1, 5, 8, features)
     assert backend.owner
@@ -327,8 +334,10 @@ def test_a_bad_memory_table_is_refused_and_its_fds_closed(backend: VhostUserBack
 class Frontend:
     """The driver's side of two rings in real shared memory, as QEMU would set them up."""
 
-    def __init__(self, size: int = 1 << 20, num: int = 16, event_idx: bool = False) -> None:
-        self.memory = GuestMemory.allocate(size)
+    def __init__(
+        self, size: int = 1 << 20, num: int = 16, event_idx: bool = False, regions: int = 1
+    ) -> None:
+        self.memory = GuestMemory.allocate(size, regions=regions)
         self.alloc = GuestAllocator(self.memory)
         self.num = num
         self.queues = [
@@ -446,6 +455,87 @@ def test_a_new_memory_table_restarts_live_rings(
     assert device.events == [("ready", 0), ("stopped", 0), ("ready", 0)]
 
 
+def mem_regs(memory: GuestMemory, request: int, flags: int = 0x1) -> list[MemReg]:
+    """One ADD_MEM_REG (or REM_MEM_REG) per region, fds duplicated for ADD."""
+    return [
+        MemReg(
+            request,
+            MemoryRegion(
+                r.guest_phys_addr,
+                r.memory_size,
+                r.userspace_addr,
+                r.mmap_offset,
+                os.dup(r.fd) if request == Request.ADD_MEM_REG else -1,
+            ),
+            flags,
+        )
+        for r in memory.regions
+    ]
+
+
+def test_memory_region_by_region_as_qemu_72_starts_the_device(
+    backend: VhostUserBackend, device: EchoDevice
+) -> None:
+    frontend = Frontend(size=1 << 20, regions=2)
+    try:
+        qemu_handshake(backend, 1)
+        backend.handle(decode(U64(Request.SET_FEATURES, F_PROTOCOL_FEATURES)))
+        adds = mem_regs(frontend.memory, Request.ADD_MEM_REG, FLAGS_NEED_REPLY)
+        for add in adds:
+            assert backend.handle(decode(add)) == [U64(Request.ADD_MEM_REG, 0, FLAGS_REPLY)]
+        assert backend.memory is not None and len(backend.memory.regions) == 2
+        frontend.start_ring(backend, 0)
+        vring = backend.vrings[0]
+        assert vring.started
+        # a request whose buffers straddle the two regions
+        boundary = frontend.memory.regions[1].guest_phys_addr
+        data = os.urandom(256)
+        frontend.memory.write(boundary - 128, data)
+        dst = frontend.alloc.alloc(256)
+        frontend.queues[0].add([(boundary - 128, 256)], [(dst, 256)], dst)
+        assert device.process_ring(vring, 8) == 1
+        assert frontend.memory.read(dst, 256) == data
+        # the rings' region goes away and comes back: the ring waits for it
+        rings_in = [
+            r for r in frontend.memory.regions if r.userspace_addr <= vring.desc_addr < r.uva_end
+        ]
+        (rem,) = [
+            m
+            for m in mem_regs(frontend.memory, Request.REM_MEM_REG)
+            if m.region.userspace_addr == rings_in[0].userspace_addr
+        ]
+        backend.handle(decode(rem))
+        assert not vring.started and len(backend.memory.regions) == 1
+        r = rings_in[0]
+        fd = os.dup(r.fd)
+        region = MemoryRegion(r.guest_phys_addr, r.memory_size, r.userspace_addr, 0, fd)
+        backend.handle(decode(MemReg(Request.ADD_MEM_REG, region)))
+        assert vring.started and vring.queue is not None and vring.queue.last_avail_idx == 1
+    finally:
+        frontend.close()
+
+
+def test_bad_memory_regions_are_refused_and_their_fds_closed(
+    backend: VhostUserBackend, frontend: Frontend
+) -> None:
+    (add,) = mem_regs(frontend.memory, Request.ADD_MEM_REG)
+    backend.handle(add)
+    (again,) = mem_regs(frontend.memory, Request.ADD_MEM_REG)
+    with pytest.raises(VhostUserProtocolError, match="overlap"):
+        backend.handle(again)
+    assert not is_open(again.region.fd)
+    fd = os.dup(frontend.memory.regions[0].fd)
+    other = MemoryRegion(0x40000000, 4096, 0x10000, 0, fd)
+    with pytest.raises(VhostUserProtocolError, match="no memory region at guest address"):
+        backend.handle(MemReg(Request.REM_MEM_REG, other))
+    assert not is_open(fd)
+    backend.device.max_mem_slots = 1
+    fd = os.dup(frontend.memory.regions[0].fd)
+    with pytest.raises(VhostUserProtocolError, match="all 1 memory slots are in use"):
+        backend.handle(MemReg(Request.ADD_MEM_REG, MemoryRegion(0x40000000, 4096, 0x10000, 0, fd)))
+    assert not is_open(fd)
+
+
 def test_ring_addresses_outside_memory(backend: VhostUserBackend, frontend: Frontend) -> None:
     backend.handle(shared_table(frontend.memory))
     backend.handle(VringState(Request.SET_VRING_NUM, 0, 16))
@@ -545,7 +635,7 @@ Recipe = tuple[str, tuple[object, ...]]
 
 @st.composite
 def requests(draw: st.DrawFn) -> Recipe:
-    kind = draw(st.sampled_from(range(14)))
+    kind = draw(st.sampled_from(range(15)))
     flags = draw(st.sampled_from([0x1, 0x9]))
     if kind == 0:
         req = draw(
@@ -606,6 +696,16 @@ def requests(draw: st.DrawFn) -> Recipe:
         return "config", (req, draw(st.integers(0, 20)), draw(st.integers(0, 20)), flags)
     if kind == 12:
         return "session", (flags,)
+    if kind == 14:
+        return "memreg", (
+            draw(st.sampled_from([Request.ADD_MEM_REG, Request.REM_MEM_REG])),
+            draw(st.sampled_from([0, 4096, 1 << 16])),
+            draw(st.sampled_from([0, 0x1000, 0x10000])),
+            draw(st.sampled_from([0, 4096, 1 << 16])),
+            draw(st.sampled_from([0, 0x1000, 0x7F0000000000])),
+            draw(st.booleans()),
+            flags,
+        )
     return "u64", (Request.CLOSE_CRYPTO_SESSION, draw(st.integers(0, 3)), flags)
 
 
@@ -628,6 +728,13 @@ def build(recipe: Recipe) -> Message:
         fd = os.memfd_create("fuzz", os.MFD_CLOEXEC)
         os.ftruncate(fd, file_size)
         return MemTable((MemoryRegion(gpa, size, uva, offset, fd),), flags)
+    if kind == "memreg":
+        req, file_size, gpa, size, uva, with_fd, flags = a
+        fd = -1
+        if with_fd or req == Request.ADD_MEM_REG:
+            fd = os.memfd_create("fuzz", os.MFD_CLOEXEC)
+            os.ftruncate(fd, file_size)
+        return MemReg(req, MemoryRegion(gpa, size, uva, 0, fd), flags)
     if kind == "slave":
         return SlaveReqFd(eventfd(), *a)
     if kind == "config":

@@ -5,8 +5,10 @@ for one connection. Feed it the requests a ``BACKEND``
 :class:`~qomhost.vhost_user.protocol.VhostUserDecoder` produced; it
 answers with the reply messages to send and keeps the state the
 frontend set up: features, protocol features, owner, the memory table
-(mapped into this process), and per ring its size, addresses, base
-index, kick/call/err eventfds and enable flag::
+(mapped into this process, whole with ``SET_MEM_TABLE`` or a region at a
+time with ``ADD_MEM_REG``/``REM_MEM_REG``, which QEMU 7.2 uses once
+``CONFIGURE_MEM_SLOTS`` is negotiated), and per ring its size, addresses,
+base index, kick/call/err eventfds and enable flag::
 
     backend = VhostUserBackend(device)
     for msg in decoder.feed(data, fds):
@@ -63,6 +65,7 @@ from qomhost.vhost_user.protocol import (
     MAX_MEM_REGIONS,
     U64,
     Config,
+    MemReg,
     MemTable,
     Message,
     ProtocolFeature,
@@ -112,6 +115,7 @@ CORE_PROTOCOL_FEATURES = (
     | (1 << ProtocolFeature.REPLY_ACK)
     | (1 << ProtocolFeature.SLAVE_REQ)
     | (1 << ProtocolFeature.RESET_DEVICE)
+    | (1 << ProtocolFeature.CONFIGURE_MEM_SLOTS)
     | (1 << ProtocolFeature.STATUS)
 )
 
@@ -333,6 +337,8 @@ class VhostUserBackend:
             Request.GET_QUEUE_NUM: self._get_queue_num,
             Request.GET_MAX_MEM_SLOTS: self._get_max_mem_slots,
             Request.SET_MEM_TABLE: self._set_mem_table,
+            Request.ADD_MEM_REG: self._add_mem_reg,
+            Request.REM_MEM_REG: self._rem_mem_reg,
             Request.SET_VRING_NUM: self._set_vring_num,
             Request.SET_VRING_ADDR: self._set_vring_addr,
             Request.SET_VRING_BASE: self._set_vring_base,
@@ -397,9 +403,9 @@ class VhostUserBackend:
             raise VhostUserProtocolError(exc.desc) from None
         finally:
             # Handlers adopt an fd only once the request is known good; a
-            # refused request's go. A memory table's fds were handed to
-            # map_memory, which closes them.
-            if not isinstance(msg, MemTable):
+            # refused request's go. Memory regions' fds are the memory
+            # handlers' own to close, whatever happens.
+            if not isinstance(msg, MemTable | MemReg):
                 for fd in msg.fds:
                     if not self._owns(fd):
                         _close(fd)
@@ -594,6 +600,64 @@ class VhostUserBackend:
         for vring in self.vrings:
             self._start(vring)
         return []
+
+    def _add_mem_reg(self, msg: Message) -> list[Message]:
+        # QEMU 7.2 sends even its first memory table this way once
+        # CONFIGURE_MEM_SLOTS is negotiated, one ADD_MEM_REG per region.
+        assert isinstance(msg, MemReg)
+        region = msg.region
+        try:
+            used = 0 if self.memory is None else len(self.memory.regions)
+            if used >= self.device.max_mem_slots:
+                raise VhostUserProtocolError(
+                    f"ADD_MEM_REG: all {self.device.max_mem_slots} memory slots are in use"
+                )
+            if self.memory is None:
+                self.memory = self._map_memory(MemTable((region,)))
+            else:
+                self.memory.add_region(region)
+        except GuestMemoryError as exc:
+            raise VhostUserProtocolError(f"Failed to add a memory region: {exc.desc}") from None
+        except VhostUserProtocolError:
+            _close(region.fd)
+            raise
+        except Exception as exc:
+            raise VhostUserProtocolError(f"Failed to add a memory region: {exc}") from None
+        # Live rings keep their views; the others may now have all they need.
+        self._start_what_can(self.vrings)
+        return []
+
+    def _rem_mem_reg(self, msg: Message) -> list[Message]:
+        assert isinstance(msg, MemReg)
+        region = msg.region
+        _close(region.fd if region.fd >= 0 else None)
+        if self.memory is None:
+            raise VhostUserProtocolError("REM_MEM_REG: no memory is mapped")
+        live = [vring for vring in self.vrings if vring.started]
+        for vring in live:
+            self._stop(vring)
+        try:
+            self.memory.remove_region(
+                region.guest_phys_addr, region.memory_size, region.userspace_addr
+            )
+        except GuestMemoryError as exc:
+            raise VhostUserProtocolError(f"Failed to remove a memory region: {exc.desc}") from None
+        finally:
+            self._start_what_can(live)
+        return []
+
+    def _start_what_can(self, vrings: list[Vring]) -> None:
+        """Start the rings whose addresses are mapped; leave the others stopped.
+
+        Regions come and go one message at a time, so a ring may be
+        outside memory between a REM_MEM_REG and the ADD_MEM_REG that
+        brings its region back; it starts once they are all there.
+        """
+        for vring in vrings:
+            try:
+                self._start(vring)
+            except VhostUserProtocolError as exc:
+                log.debug("vring %d waits for its memory: %s", vring.index, exc.desc)
 
     def _set_vring_num(self, msg: Message) -> list[Message]:
         assert isinstance(msg, VringState)

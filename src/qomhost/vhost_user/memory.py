@@ -26,6 +26,7 @@ guest driver would.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import fcntl
 import mmap
 import os
@@ -123,6 +124,11 @@ class GuestMemory:
 
     def __init__(self, regions: tuple[MappedRegion, ...], maps: tuple[mmap.mmap, ...]) -> None:
         """Take ownership of ``regions`` and their mappings; use the class methods instead."""
+        self._index(regions, maps)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _index(self, regions: Sequence[MappedRegion], maps: Sequence[mmap.mmap]) -> None:
         order = sorted(range(len(regions)), key=lambda i: regions[i].guest_phys_addr)
         self.regions: tuple[MappedRegion, ...] = tuple(regions[i] for i in order)
         self._maps: tuple[mmap.mmap, ...] = tuple(maps[i] for i in order)
@@ -133,8 +139,6 @@ class GuestMemory:
         by_uva = sorted(self.regions, key=lambda r: r.userspace_addr)
         self._uva_regions = tuple(by_uva)
         self._uva_starts = [r.userspace_addr for r in by_uva]
-        self._lock = threading.Lock()
-        self._closed = False
 
     # --- construction ------------------------------------------------------------------
 
@@ -257,6 +261,70 @@ class GuestMemory:
             for r, fd in zip(table.regions, dups, strict=True)
         )
         return GuestMemory.map_table(protocol.MemTable(regions))
+
+    # --- one region at a time (CONFIGURE_MEM_SLOTS) --------------------------------------
+
+    def add_region(self, region: protocol.MemoryRegion) -> None:
+        """Map one more region, as ``ADD_MEM_REG`` asks (backend side).
+
+        Takes ownership of ``region.fd``, as :meth:`map_table` does. Like
+        every change to the regions, this must not race with lookups: the
+        backend makes it from the thread that serves its rings.
+
+        :raises GuestMemoryError: the region overlaps one already mapped
+            (in guest or user addresses), or cannot be mapped.
+        """
+        try:
+            self._check_open()
+            _check_table((*self._table_regions(), region))
+            mm, view = _map_region(region)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(region.fd)
+        added = MappedRegion(
+            region.guest_phys_addr,
+            region.memory_size,
+            region.userspace_addr,
+            region.mmap_offset,
+            -1,
+            view,
+        )
+        self._index((*self.regions, added), (*self._maps, mm))
+
+    def remove_region(self, guest_phys_addr: int, memory_size: int, userspace_addr: int) -> None:
+        """Unmap the region ``REM_MEM_REG`` names by its addresses and size.
+
+        Views into it that callers still hold keep its mapping alive until
+        they go, as with :meth:`close`.
+
+        :raises GuestMemoryError: no region has those addresses and size.
+        """
+        self._check_open()
+        key = (guest_phys_addr, memory_size, userspace_addr)
+        found = [
+            i
+            for i, r in enumerate(self.regions)
+            if (r.guest_phys_addr, r.memory_size, r.userspace_addr) == key
+        ]
+        if not found:
+            raise GuestMemoryError(
+                f"no memory region at guest address {guest_phys_addr:#x} "
+                f"(size {memory_size:#x}, user address {userspace_addr:#x})"
+            )
+        i = found[0]
+        gone, gone_map = self.regions[i], self._maps[i]
+        self._index(self.regions[:i] + self.regions[i + 1 :], self._maps[:i] + self._maps[i + 1 :])
+        _unmap((gone,), (gone_map,))
+        if gone.fd >= 0:
+            os.close(gone.fd)
+
+    def _table_regions(self) -> tuple[protocol.MemoryRegion, ...]:
+        return tuple(
+            protocol.MemoryRegion(
+                r.guest_phys_addr, r.memory_size, r.userspace_addr, r.mmap_offset, r.fd
+            )
+            for r in self.regions
+        )
 
     # --- the message ---------------------------------------------------------------------
 
