@@ -24,6 +24,11 @@ are offered to Python, identically on every backend::
   ``(session, iv, data, *, queue=None) -> bytes`` run one request; the
   session's direction must match. No padding is added or removed: block
   modes need whole blocks.
+* :meth:`CryptoDevBackend.encrypt_many` / :meth:`decrypt_many`
+  ``(session, items, *, queue=None) -> list[bytes]`` run many ``(iv, data)``
+  requests at once, results in order. A backend that queues its work
+  (``cryptodev-vhost-user``) has them all in flight together, in batches of
+  its loop's ``aio-max-batch``, so the peer serves several per notification.
 * :meth:`CryptoDevBackend.encrypt_async` / :meth:`decrypt_async`: the same,
   awaited from asyncio; the work is done on the object's
   :class:`~qomhost.aio.context.AioContext` (through
@@ -44,7 +49,7 @@ is re-initialised, so a change counts only for a backend not yet complete.
 from __future__ import annotations
 
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, ClassVar
 
 from qomhost.cryptodev.virtio_crypto import (
@@ -327,6 +332,28 @@ class CryptoDevBackend(Object):
         self._check_session(session, Op.DECRYPT)
         return self._cipher(session, bytes(iv), bytes(data), queue)
 
+    def encrypt_many(
+        self,
+        session: Session,
+        items: Iterable[tuple[bytes, bytes]],
+        *,
+        queue: int | None = None,
+    ) -> list[bytes]:
+        """Encrypt every ``(iv, data)`` of ``items``; the results in order."""
+        self._check_session(session, Op.ENCRYPT)
+        return self._cipher_many(session, [(bytes(iv), bytes(d)) for iv, d in items], queue)
+
+    def decrypt_many(
+        self,
+        session: Session,
+        items: Iterable[tuple[bytes, bytes]],
+        *,
+        queue: int | None = None,
+    ) -> list[bytes]:
+        """Decrypt every ``(iv, data)`` of ``items``; the results in order."""
+        self._check_session(session, Op.DECRYPT)
+        return self._cipher_many(session, [(bytes(iv), bytes(d)) for iv, d in items], queue)
+
     def encrypt_async(
         self, session: Session, iv: bytes, data: bytes, *, queue: int | None = None
     ) -> Coroutine[Any, Any, bytes]:
@@ -350,6 +377,12 @@ class CryptoDevBackend(Object):
 
     def _cipher(self, session: Session, iv: bytes, data: bytes, queue: int | None) -> bytes:
         raise CryptoDevError(f"cryptodev backend '{self.name}' is not ready")
+
+    def _cipher_many(
+        self, session: Session, items: list[tuple[bytes, bytes]], queue: int | None
+    ) -> list[bytes]:
+        """By default one request after the other."""
+        return [self._cipher(session, iv, data, queue) for iv, data in items]
 
     async def _cipher_async(
         self, session: Session, iv: bytes, data: bytes, queue: int | None

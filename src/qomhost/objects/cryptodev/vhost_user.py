@@ -26,6 +26,22 @@ As in QEMU 7.2:
 * ``queues`` from 64 on is refused (QEMU 7.2 aborts on an assertion when
   the chardev opens; see ``docs/compatibility.md``).
 
+**On an iothread** (a qomhost extension, from Python only, so that
+nothing QEMU shows changes: ``-object cryptodev-vhost-user,help`` and
+``qom-list`` stay QEMU's)::
+
+    io = host.add_object("iothread", "io1")
+    dev = host.add_object("cryptodev-vhost-user", "cv0", chardev="c0")
+    dev.set_iothread(io)
+
+moves the data queues' completions to the iothread's loop: its call
+eventfds are watched there, and while that loop busy-polls (``poll-max-ns``)
+it reads the used rings itself and tells the backend not to signal. The
+iothread is then in use (``object-del`` refuses it) until the device is
+deleted or moved back with ``set_iothread(None)``. The vhost-user
+conversation itself (handshake, sessions) stays on the main loop, as
+QEMU's control plane does for devices on iothreads.
+
 Sessions are created and closed with ``CREATE_CRYPTO_SESSION`` (QEMU 7.2's
 632-byte layout; the reply is always awaited, a negative id is ``Bad
 session id: <n>``) and ``CLOSE_CRYPTO_SESSION`` (no reply). The Python API
@@ -65,8 +81,10 @@ from qomhost.qom.object import Object, ObjectProperty
 if TYPE_CHECKING:
     import concurrent.futures
 
+    from qomhost.aio.context import AioContext
     from qomhost.chardev.base import Chardev
     from qomhost.objects.cryptodev.datapath import DataPath
+    from qomhost.objects.iothread import IOThread
     from qomhost.vhost_user.frontend import Channel, VhostDev
 
 __all__ = ["CryptoDevBackendVhostUser"]
@@ -121,6 +139,8 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
         self.datapath: DataPath | None = None
         #: seconds a data request may take
         self.request_timeout = 10.0
+        #: the iothread the data queues' completions run on (None: the main loop)
+        self.iothread: IOThread | None = None
 
     @classmethod
     def class_properties(cls) -> list[ObjectProperty]:
@@ -131,6 +151,33 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
     @property
     def ready(self) -> bool:
         return self._ready
+
+    @property
+    def data_context(self) -> AioContext | None:
+        """The loop that reads the data queues' completions."""
+        if self.iothread is not None:
+            return self.iothread.context
+        return self.context
+
+    # --- placement -------------------------------------------------------------------
+    def set_iothread(self, iothread: IOThread | None) -> None:
+        """Run the data path on ``iothread`` (None: back to the main loop).
+
+        May be called at any time; requests in flight complete on whichever
+        loop sees them. The iothread is in use until the device leaves it.
+        """
+        old = self.iothread
+        if iothread is old:
+            return
+        if iothread is not None:
+            iothread.attach(self)
+        self.iothread = iothread
+        datapath = self.datapath
+        context = self.data_context
+        if datapath is not None and context is not None:
+            datapath.move_to(context)
+        if old is not None:
+            old.detach(self)
 
     # --- creation -------------------------------------------------------------------
     def complete(self) -> None:
@@ -188,8 +235,9 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
         )
         from qomhost.objects.cryptodev.datapath import DataPath
 
-        assert self.context is not None
-        self.datapath = DataPath(channel, list(self.devs), self.context, self._datapath_failed)
+        context = self.data_context
+        assert context is not None
+        self.datapath = DataPath(channel, list(self.devs), context, self._datapath_failed)
         self._ready = True
 
     def _warn(self, text: str) -> None:
@@ -215,13 +263,20 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
     def _datapath_failed(self, text: str) -> None:
         """A ring was found broken: the backend cannot be trusted any more."""
         log.error("%s: %s; disconnecting", self.name, text)
-        if self.chardev is not None:
-            self.chardev.disconnect()
+        chardev = self.chardev
+        if chardev is None:
+            return
+        if self.iothread is None or self.context is None:
+            chardev.disconnect()
+        else:
+            # Called on the iothread; the chardev belongs to the main loop.
+            self.context.schedule(chardev.disconnect)
 
     def _drop_devs(self) -> None:
         datapath, self.datapath = self.datapath, None
         if datapath is not None:
-            datapath.close()
+            # An iothread's handlers must be gone before it may be deleted.
+            datapath.close(wait=self.iothread is not None)
         for dev in self.devs:
             dev.close()
         self.devs.clear()
@@ -233,6 +288,9 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
             self.channel = None
         self._drop_devs()
         self._forget_sessions()
+        if self.iothread is not None:
+            self.iothread.detach(self)
+            self.iothread = None
 
     # --- sessions -------------------------------------------------------------------
     def _run(self, what: str, conversation: Any) -> Any:
@@ -273,7 +331,7 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
         if not data:
             return b""
         future = self._submit(session, iv, data, queue)
-        context = self.context
+        context = self.data_context
         assert context is not None
         if context.thread_id not in (None, threading.get_native_id()):
             try:
@@ -297,6 +355,39 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
                 f"no answer from the vhost-user backend in {self.request_timeout:g} s"
             )
         return future.result()
+
+    def _cipher_many(
+        self, session: Session, items: list[tuple[bytes, bytes]], queue: int | None
+    ) -> list[bytes]:
+        datapath = self.datapath
+        if datapath is None or not self._ready:
+            raise CryptoDevError(f"cryptodev backend '{self.name}' is not ready")
+        context = self.data_context
+        assert context is not None
+        if context.thread_id not in (None, threading.get_native_id()):
+            opcode = Opcode.CIPHER_ENCRYPT if session.op == Op.ENCRYPT else Opcode.CIPHER_DECRYPT
+            batch = datapath.submit_many(
+                opcode,
+                session.info.cipher_alg,
+                session.id,
+                [(iv, data) for iv, data in items if data],
+                queue,
+                context.batch_limit(),
+            )
+            try:
+                results = batch.wait(self.request_timeout + len(items) * 0.001)
+            except TimeoutError:
+                raise CryptoDevError(
+                    f"no answer from the vhost-user backend in {self.request_timeout:g} s"
+                ) from None
+            if len(results) == len(items):
+                return results
+            # Empty inputs were not sent: put their empty results back.
+            found = iter(results)
+            return [next(found) if data else b"" for _iv, data in items]
+        # On the loop's own thread: one request at a time, each waited for
+        # by running the loop here.
+        return super()._cipher_many(session, items, queue)
 
     async def _cipher_async(
         self, session: Session, iv: bytes, data: bytes, queue: int | None

@@ -1,0 +1,204 @@
+"""``cryptodev-vhost-user`` on an iothread, against ``qomhost-vhost-user-crypto``.
+
+Real iothreads (``host.add_object("iothread", ...)``, OS threads running
+their own loops) and the real backend program: completions run on the
+iothread, its busy-polling reads the used rings with the backend's calls
+turned off, batches of requests come back right, the iothread is in use
+while the device is on it, and the device can move between loops with
+requests flowing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from qomhost.chardev.socket import ChardevSocket, SocketAddress
+from qomhost.cryptodev.virtio_crypto import Opcode
+from qomhost.errors import QemuError
+from qomhost.host import Host
+from qomhost.objects.cryptodev.vhost_user import CryptoDevBackendVhostUser
+from qomhost.objects.iothread import IOThread
+
+BACKEND = str(Path(sys.executable).parent / "qomhost-vhost-user-crypto")
+QUEUES = 2
+
+
+def cbc(key: bytes, iv: bytes, data: bytes) -> bytes:
+    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return enc.update(data) + enc.finalize()
+
+
+@pytest.fixture
+def socket_path(tmp_path: Path) -> Iterator[str]:
+    """The backend program listening on a socket of its own."""
+    if not os.path.exists(BACKEND) and shutil.which("qomhost-vhost-user-crypto") is None:
+        pytest.skip("qomhost-vhost-user-crypto is not installed")
+    path = str(tmp_path / "crypto.sock")
+    proc = subprocess.Popen([BACKEND, "--socket-path", path, "--queues", str(QUEUES)])
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        assert proc.poll() is None, "the backend exited"
+        assert time.monotonic() < deadline, "the backend did not listen"
+        time.sleep(0.02)
+    yield path
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    # The main loop does not run: the handshake and the sessions are read
+    # by the calling thread, as when no loop runs yet.
+    h = Host()
+    yield h
+    h.close()
+
+
+def device(host: Host, path: str) -> CryptoDevBackendVhostUser:
+    sock = ChardevSocket("chardev-socket")
+    sock.address = SocketAddress(path=path)
+    sock.label = "c0"
+    sock.open()
+    host.add_chardev(sock, "c0")
+    dev = host.add_object("cryptodev-vhost-user", "cv0", chardev="c0", queues=QUEUES)
+    assert isinstance(dev, CryptoDevBackendVhostUser)
+    return dev
+
+
+def iothread(host: Host, name: str = "io1", **props: object) -> IOThread:
+    io = host.add_object("iothread", name, **props)
+    assert isinstance(io, IOThread)
+    return io
+
+
+def test_completions_run_on_the_iothread(socket_path: str, host: Host) -> None:
+    io = iothread(host, poll_max_ns=0)
+    dev = device(host, socket_path)
+    dev.set_iothread(io)
+    assert dev.data_context is io.context
+    key = os.urandom(32)
+    with dev.create_session("aes-256-cbc", key=key) as session:
+        for queue in range(QUEUES):
+            for size in (16, 4096, 65536):
+                iv, data = os.urandom(16), os.urandom(size)
+                assert dev.encrypt(session, iv, data, queue=queue) == cbc(key, iv, data)
+        assert dev.datapath is not None
+        threads: list[int] = []
+        future = dev.datapath.submit(
+            Opcode.CIPHER_ENCRYPT, session.info.cipher_alg, session.id, bytes(16), bytes(32), 0
+        )
+        future.add_done_callback(lambda _f: threads.append(threading.get_native_id()))
+        assert future.result(10) == cbc(key, bytes(16), bytes(32))
+        assert threads == [io.thread_id]
+        # without polling, every completion came with a call
+        assert dev.datapath.polled == 0
+        assert dev.datapath.notified == 3 * QUEUES + 1
+
+
+def test_iothread_in_use_while_the_device_is_on_it(socket_path: str, host: Host) -> None:
+    io = iothread(host)
+    dev = device(host, socket_path)
+    dev.set_iothread(io)
+    session = dev.create_session("aes-128-cbc", key=bytes(16))
+    assert dev.encrypt(session, bytes(16), bytes(16)) == cbc(bytes(16), bytes(16), bytes(16))
+    with pytest.raises(QemuError, match="io1"):
+        host.del_object("io1")
+    session.close()
+    host.del_object("cv0")
+    # the device's call eventfds are gone from the iothread's loop
+    assert io.context is not None
+    assert io.context.submit(lambda: len(io.context._handlers)).result(10) == 0  # type: ignore[union-attr]
+    host.del_object("io1")
+
+
+def test_batches_with_polling(socket_path: str, host: Host) -> None:
+    """A polling iothread finds completions in the used ring, with calls off."""
+    io = iothread(host, poll_max_ns=2_000_000, aio_max_batch=8)
+    dev = device(host, socket_path)
+    dev.set_iothread(io)
+    key = os.urandom(32)
+    with dev.create_session("aes-256-cbc", key=key) as session:
+        items = [(os.urandom(16), os.urandom(16 * (1 + i % 64))) for i in range(200)]
+        for _ in range(10):
+            assert dev.encrypt_many(session, items) == [cbc(key, iv, d) for iv, d in items]
+        assert dev.encrypt_many(session, []) == []
+        with_empty = [(bytes(16), b""), *items[:3]]
+        assert dev.encrypt_many(session, with_empty) == [b""] + [
+            cbc(key, iv, d) for iv, d in items[:3]
+        ]
+        datapath = dev.datapath
+        assert datapath is not None
+        assert datapath.polled + datapath.notified == 2003
+        assert datapath.polled > 0
+
+
+def test_batches_larger_than_the_rings(socket_path: str, host: Host) -> None:
+    io = iothread(host, aio_max_batch=64)
+    dev = device(host, socket_path)
+    dev.set_iothread(io)
+    key = os.urandom(32)
+    with (
+        dev.create_session("aes-256-cbc", key=key) as enc,
+        dev.create_session("aes-256-cbc", key=key, op="decrypt") as dec,
+    ):
+        # 700 requests of 64 KiB: more than two rings hold, and more than
+        # guest memory holds at once
+        items = [(os.urandom(16), os.urandom(65536)) for _ in range(700)]
+        out = dev.encrypt_many(enc, items)
+        assert out == [cbc(key, iv, d) for iv, d in items]
+        assert dev.decrypt_many(dec, [(iv, c) for (iv, _d), c in zip(items, out, strict=True)]) == [
+            d for _iv, d in items
+        ]
+
+
+def test_moving_between_loops(socket_path: str, host: Host) -> None:
+    io1 = iothread(host, "io1")
+    io2 = iothread(host, "io2", poll_max_ns=0)
+    dev = device(host, socket_path)
+    key = os.urandom(32)
+    session = dev.create_session("aes-256-cbc", key=key)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            while not stop.is_set():
+                items = [(os.urandom(16), os.urandom(1024)) for _ in range(16)]
+                assert dev.encrypt_many(session, items) == [cbc(key, iv, d) for iv, d in items]
+        except BaseException as exc:
+            errors.append(exc)
+
+    dev.set_iothread(io1)
+    # The first request starts the rings over the vhost-user socket, which
+    # only this thread reads (the main loop does not run).
+    assert dev.encrypt(session, bytes(16), bytes(16)) == cbc(key, bytes(16), bytes(16))
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for target in (io2, io1, io2):
+        time.sleep(0.2)
+        dev.set_iothread(target)
+    time.sleep(0.2)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[0]
+    assert dev.iothread is io2
+    host.del_object("io1")
+    with pytest.raises(QemuError, match="io2"):
+        host.del_object("io2")
+    # back to the main loop (which does not run: the caller reads completions)
+    dev.set_iothread(None)
+    assert dev.encrypt(session, bytes(16), bytes(16)) == cbc(key, bytes(16), bytes(16))
+    host.del_object("io2")
+    session.close()
