@@ -219,10 +219,17 @@ FRONTEND_ERRORS = [
         struct.pack("<III", 26, 5, 1072),
         "Failed to read msg header. Size 1072 exceeds the maximum 632.",
     ),
-    (_hdr(1, 5, bytes(4)), "Received bad msg size."),
-    (_hdr(11, 5, bytes(16)), "Received bad msg size."),
-    (_hdr(26, 5, bytes(100)), "Received bad msg size."),
-    (_hdr(77, 5, bytes(8)), "Unhandled request: 77"),
+]
+
+#: replies with a good header but a payload their request's replies cannot have:
+#: decoded raw, then refused by check_reply as QEMU refuses them (request number first)
+ODD_REPLIES = [
+    (_hdr(1, 5, bytes(4)), 1, "Received bad msg size."),
+    (_hdr(11, 5, bytes(16)), 11, "Received bad msg size."),
+    (_hdr(26, 5, bytes(100)), 26, "Received bad msg size."),
+    (_hdr(77, 5, bytes(8)), 1, "Received unexpected msg type. Expected 1 received 77"),
+    (_hdr(15, 5, bytes(4)), 1, "Received unexpected msg type. Expected 1 received 15"),
+    (_hdr(24, 5, bytes(13)), 24, "Received bad msg size."),
 ]
 
 
@@ -232,6 +239,15 @@ def test_frontend_errors(data: bytes, text: str) -> None:
         decode_message(data, (), FRONTEND)
     out = VhostUserDecoder(FRONTEND).feed(data)
     assert len(out) == 1 and isinstance(out[0], VhostUserProtocolError) and out[0].desc == text
+
+
+@pytest.mark.parametrize(("data", "sent", "text"), ODD_REPLIES)
+def test_odd_replies_fail_the_check_as_in_qemu(data: bytes, sent: int, text: str) -> None:
+    (reply,) = VhostUserDecoder(FRONTEND).feed(data)
+    assert isinstance(reply, Message) and reply.encode() == data
+    expect = {11: VringState, 24: Config, 26: CryptoSession}.get(sent, U64)
+    with pytest.raises(VhostUserProtocolError, match="^" + text.replace(".", r"\.") + "$"):
+        check_reply(reply, sent, expect=expect)
 
 
 def test_reply_carrying_fds_is_refused() -> None:

@@ -192,6 +192,14 @@ def _eventfd() -> int:
     return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
 
+def _close_fds(fds: Sequence[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 class VhostDev:
     """One vhost device's side of the protocol, without I/O.
 
@@ -384,7 +392,7 @@ class VhostDev:
             reply = yield VringState(Request.GET_VRING_BASE, index, 0)
             assert reply is not None
             try:
-                check_reply(reply, Request.GET_VRING_BASE, u64=False)
+                check_reply(reply, Request.GET_VRING_BASE, expect=VringState)
             except VhostUserProtocolError as exc:
                 raise ChannelError([exc.desc]) from None
             assert isinstance(reply, VringState)
@@ -400,11 +408,10 @@ class VhostDev:
         reply = yield CryptoSession(payload)
         assert reply is not None
         try:
-            check_reply(reply, Request.CREATE_CRYPTO_SESSION, u64=False)
+            check_reply(reply, Request.CREATE_CRYPTO_SESSION, expect=CryptoSession)
         except VhostUserProtocolError as exc:
             raise ChannelError([exc.desc]) from None
-        if not isinstance(reply, CryptoSession):
-            raise ChannelError(["Received bad msg size."])
+        assert isinstance(reply, CryptoSession)
         return reply.session
 
     def close_crypto_session(self, session_id: int) -> Conversation[None]:
@@ -463,17 +470,23 @@ class Channel:
             self.generation += 1
             self.connected = True
             self._failure = None
-            self._decoder = VhostUserDecoder(FRONTEND)
+            self._drop_decoder()
             self._replies.clear()
         self.on_open()
+
+    def _drop_decoder(self) -> None:
+        """A fresh decoder; close the fds of a reply the old one never finished."""
+        error = self._decoder.eof()
+        if error is not None:
+            _close_fds(error.fds)
+        self._decoder = VhostUserDecoder(FRONTEND)
 
     def chr_read(self, data: bytes) -> None:
         take_fds = getattr(self.chardev, "take_fds", None)
         fds: list[int] = take_fds() if take_fds is not None else []
         for item in self._decoder.feed(data, fds):
             if isinstance(item, VhostUserProtocolError):
-                for fd in item.fds:
-                    os.close(fd)
+                _close_fds(item.fds)
                 with self._cond:
                     self._failure = item.desc
                     self._cond.notify_all()
@@ -487,6 +500,7 @@ class Channel:
     def chr_closed(self) -> None:
         with self._cond:
             self.connected = False
+            self._drop_decoder()
             self._cond.notify_all()
         self._close_backend_channels()
         self.on_close()
@@ -581,21 +595,34 @@ class Channel:
         pump = _on_thread(self.context)
         while True:
             with self._cond:
+                # Replies decoded before a malformed one answer their own
+                # requests first; QEMU, reading one reply per request,
+                # would fail only at the bad one.
+                if self._replies and generation == self.generation:
+                    return self._replies.popleft()
                 if self._failure is not None:
                     raise ChannelError([self._failure])
-                if self._replies:
-                    return self._replies.popleft()
                 if not self.connected or generation != self.generation:
                     raise read_failed(request)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise ChannelError(
-                        [f"No reply to vhost-user request {request} in {self.reply_timeout:g} s"]
-                    )
+                    break
                 if not pump:
                     self._cond.wait(left)
                     continue
             self._pump(left)
+        # A late reply would be taken for the next request's: the stream is
+        # out of step for good, so the connection goes.
+        self._hang_up()
+        raise ChannelError(
+            [f"No reply to vhost-user request {request} in {self.reply_timeout:g} s"]
+        )
+
+    def _hang_up(self) -> None:
+        if _on_thread(self.context) or self.context is None:
+            self.chardev.disconnect()
+        else:
+            self.context.schedule(self.chardev.disconnect)
 
     def close(self) -> None:
         """Detach from the chardev and drop the connection (``object-del``)."""

@@ -56,6 +56,7 @@ __all__ = [
     "MemoryRegion",
     "Message",
     "ProtocolFeature",
+    "RawReply",
     "Request",
     "SlaveReqFd",
     "VhostUserDecoder",
@@ -564,6 +565,26 @@ class CryptoSession(Message):
         return self.session
 
 
+class RawReply(Message):
+    """A reply whose payload has no shape its request's replies can have.
+
+    The ``FRONTEND`` decoder gives these instead of failing, because QEMU
+    reads any reply of a valid header and only then checks it, request
+    number first: :func:`check_reply` reports one with QEMU's text
+    (``Received unexpected msg type...`` or ``Received bad msg size.``).
+    """
+
+    __slots__ = ("data",)
+    _fields = ("request", "flags", "data")
+    data: bytes
+
+    def __init__(self, request: int, data: bytes, flags: int = FLAGS_REPLY) -> None:
+        self._init(request, flags, bytes(data))
+
+    def payload(self) -> bytes:
+        return self.data
+
+
 # --- decoding ----------------------------------------------------------------------------
 
 #: requests whose reply is a u64 (besides REPLY_ACKs)
@@ -734,23 +755,19 @@ def _decode_reply(header: Header, payload: bytes, fds: tuple[int, ...]) -> Messa
     req = header.request
     if fds:
         raise VhostUserProtocolError(f"Invalid fds in reply to request: {req}")
-    if req == Request.GET_VRING_BASE:
-        if header.size != _STATE.size:
-            raise VhostUserProtocolError("Received bad msg size.")
+    if req == Request.GET_VRING_BASE and header.size == _STATE.size:
         index, num = _STATE.unpack(payload)
         return VringState(req, index, num, header.flags)
-    if req == Request.GET_CONFIG:
-        return _decode_config(header, payload)
-    if req == Request.CREATE_CRYPTO_SESSION and header.size != _U64.size:
-        if header.size not in _SESSION_SIZES:
-            raise VhostUserProtocolError("Received bad msg size.")
+    if req == Request.GET_CONFIG and header.size >= CONFIG_HDR_SIZE:
+        offset, length, config_flags = _CONFIG_HDR.unpack_from(payload)
+        if header.size == CONFIG_HDR_SIZE + length:
+            return Config(req, offset, payload[CONFIG_HDR_SIZE:], config_flags, header.flags)
+    if req == Request.CREATE_CRYPTO_SESSION and header.size in _SESSION_SIZES:
         return CryptoSession(payload, header.flags)
-    if req not in REQUEST_NAMES:
-        raise VhostUserProtocolError(f"Unhandled request: {req}")
-    # the u64 replies to GET_*, and the REPLY_ACK any request may get
-    if header.size != _U64.size:
-        raise VhostUserProtocolError("Received bad msg size.")
-    return U64(req, _U64.unpack(payload)[0], header.flags)
+    if header.size == _U64.size and req in REQUEST_NAMES:
+        # the u64 replies to GET_*, and the REPLY_ACK any request may get
+        return U64(req, _U64.unpack(payload)[0], header.flags)
+    return RawReply(req, payload, header.flags)
 
 
 def _check_header(header: Header, role: str, max_payload: int) -> None:
@@ -822,17 +839,23 @@ def _max_payload(role: str, max_payload: int | None) -> int:
     return FRONTEND_MAX_PAYLOAD if role == FRONTEND else BACKEND_MAX_PAYLOAD
 
 
-def check_reply(reply: Message, request: int, u64: bool = True) -> None:
+def check_reply(
+    reply: Message, request: int, u64: bool = True, expect: type[Message] | None = None
+) -> None:
     """Check that ``reply`` answers ``request`` as QEMU's frontend checks it.
 
+    The request number first, then the payload's shape, as QEMU 7.2 does.
+
     :param u64: the request expects a u64 reply (GET_FEATURES, REPLY_ACK, ...).
+    :param expect: or this message class (``VringState`` for GET_VRING_BASE, ...).
     :raises VhostUserProtocolError: with QEMU's text.
     """
     if reply.request != request:
         raise VhostUserProtocolError(
             f"Received unexpected msg type. Expected {request} received {reply.request}"
         )
-    if u64 and not isinstance(reply, U64):
+    shape = expect if expect is not None else U64 if u64 else None
+    if shape is not None and not isinstance(reply, shape):
         raise VhostUserProtocolError("Received bad msg size.")
 
 
