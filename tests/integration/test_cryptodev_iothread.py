@@ -202,3 +202,16 @@ def test_moving_between_loops(socket_path: str, host: Host) -> None:
     assert dev.encrypt(session, bytes(16), bytes(16)) == cbc(key, bytes(16), bytes(16))
     host.del_object("io2")
     session.close()
+
+
+def test_host_close_with_the_device_on_an_iothread(socket_path: str) -> None:
+    """Host.close finalises the iothread (created first) before the device."""
+    host = Host()
+    io = iothread(host)
+    dev = device(host, socket_path)
+    dev.set_iothread(io)
+    session = dev.create_session("aes-256-cbc", key=bytes(32))
+    assert dev.encrypt(session, bytes(16), bytes(16)) == cbc(bytes(32), bytes(16), bytes(16))
+    started = time.monotonic()
+    host.close()
+    assert time.monotonic() - started < 2

@@ -518,12 +518,20 @@ class DataPath:
             self.on_failure(f"vhost-user crypto queue {q.index}: {broken}")
 
     # --- the end ---------------------------------------------------------------------
-    def close(self, reason: str = "vhost-user backend disconnected", *, wait: bool = False) -> None:
+    def close(
+        self,
+        reason: str = "vhost-user backend disconnected",
+        *,
+        wait: bool = False,
+        loop_gone: bool = False,
+    ) -> None:
         """Fail every request in flight and release the rings and memory.
 
         The call eventfds are forgotten on the loop that watches them; with
         ``wait`` this returns only once that is done (an iothread must not
-        be left with handlers of an object that is going away).
+        be left with handlers of an object that is going away). With
+        ``loop_gone`` that loop was already closed (an iothread finalised
+        first when a host shuts down): the eventfds are just closed.
         """
         with self._start_lock:
             self.closed = True
@@ -539,11 +547,14 @@ class DataPath:
 
         def release() -> None:
             for q in queues:
-                context.set_fd_handler(q.call_fd, None)
+                if not loop_gone:
+                    context.set_fd_handler(q.call_fd, None)
                 os.close(q.kick_fd)
                 os.close(q.call_fd)
 
-        if queues:
+        if loop_gone:
+            release()
+        elif queues:
             _run_on(context, release, wait=wait)
         if self.memory is not None:
             # Buffers still referenced by views are released with the mapping.

@@ -275,8 +275,13 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
     def _drop_devs(self) -> None:
         datapath, self.datapath = self.datapath, None
         if datapath is not None:
-            # An iothread's handlers must be gone before it may be deleted.
-            datapath.close(wait=self.iothread is not None)
+            # An iothread's handlers must be gone before it may be deleted;
+            # at host shut-down the iothread may have been finalised first.
+            iothread = self.iothread
+            datapath.close(
+                wait=iothread is not None,
+                loop_gone=iothread is not None and iothread.context is None,
+            )
         for dev in self.devs:
             dev.close()
         self.devs.clear()
