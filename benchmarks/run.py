@@ -20,9 +20,11 @@ import sys
 from pathlib import Path
 
 import authz
+import cryptodev
 import iothread_idle
 import iothread_latency
 import qmp_rate
+import sev_measure
 import startup
 from _common import (
     QOMHOST,
@@ -121,6 +123,8 @@ def main() -> None:
         "--round-trips", type=int, default=1500, help="iothread round trips per trial (1500)"
     )
     parser.add_argument("--idle-trials", type=int, default=5, help="idle iothread trials (5)")
+    parser.add_argument("--crypto-rounds", type=int, default=5, help="cryptodev rounds (5)")
+    parser.add_argument("--sev-rounds", type=int, default=7, help="SEV measurement rounds (7)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="file to write")
     args = parser.parse_args()
     clients = tuple(int(n) for n in args.clients.split(",") if n)
@@ -141,6 +145,10 @@ def main() -> None:
     latency = iothread_latency.run(args.latency_trials, args.round_trips)
     log("idle iothread ...")
     idle = iothread_idle.run(args.idle_trials)
+    log("cryptodev ...")
+    crypto_result = cryptodev.run(args.crypto_rounds)
+    log("sev_measure ...")
+    sev_result = sev_measure.run(args.sev_rounds)
     log("import profile ...")
     imports = import_profile()
     load_after = load_average()
@@ -188,6 +196,22 @@ def main() -> None:
             authz_result.markdown(),
             "",
             *iothread_section(latency, idle),
+            "## cryptodev: AES-256-CBC through vhost-user, against in-process",
+            "",
+            "By `.venv/bin/python benchmarks/cryptodev.py` (its docstring describes the "
+            "ways): `cryptodev-vhost-user` on an iothread, with `qomhost-vhost-user-crypto` "
+            "as a separate process or on a thread of this process, one request at a time "
+            "and batched (`encrypt_many`), against `cryptodev-backend-builtin` and "
+            "`cryptography` called directly.",
+            "",
+            crypto_result.markdown(),
+            "",
+            "## SEV launch measurement: qomhost against sev-snp-measure",
+            "",
+            "In-process and as commands, by `.venv/bin/python benchmarks/sev_measure.py`.",
+            "",
+            sev_result.markdown(),
+            "",
             "## Where qomhost's start-up goes",
             "",
             imports,
