@@ -15,10 +15,13 @@ from hypothesis import strategies as st
 
 from qomhost.vhost_user.protocol import (
     BACKEND,
+    BACKEND_REQ,
     FLAGS_NEED_REPLY,
     FLAGS_REPLY,
     FRONTEND,
     U64,
+    BackendReq,
+    BackendRequest,
     Config,
     CryptoSession,
     Empty,
@@ -520,3 +523,17 @@ def test_fuzz_decode_message(data: bytes, fds: list[int]) -> None:
             assert exc.fds == tuple(fds)
         else:
             assert msg.encode() == data and msg.fds == tuple(fds)
+
+
+def test_backend_request_channel_role() -> None:
+    decoder = VhostUserDecoder(BACKEND_REQ)
+    area = struct.pack("<QQQ", 0, 4096, 0)
+    data = struct.pack("<III", BackendRequest.VRING_HOST_NOTIFIER_MSG, 0x9, 24) + area
+    (msg,) = decoder.feed(data, [7])
+    assert msg == BackendReq(BackendRequest.VRING_HOST_NOTIFIER_MSG, area, (7,), 0x9)
+    assert msg.need_reply and msg.fds == (7,) and msg.encode() == data
+    # any flags are taken (QEMU 7.2 checks none); only the size is bounded
+    assert decoder.feed(struct.pack("<III", 99, 0xFF, 0)) == [BackendReq(99, b"", (), 0xFF)]
+    (err,) = decoder.feed(struct.pack("<III", 2, 1, 633), [8])
+    assert isinstance(err, VhostUserProtocolError) and err.fds == (8,)
+    assert err.desc == "Failed to read msg header. Size 633 exceeds the maximum 632."

@@ -79,6 +79,7 @@ from qomhost.vhost_user.protocol import (
 if TYPE_CHECKING:
     from qomhost.aio.context import AioContext
     from qomhost.chardev.base import Chardev
+    from qomhost.vhost_user.backend_channel import BackendChannel
 
 __all__ = [
     "Channel",
@@ -461,7 +462,8 @@ class Channel:
         self.generation = 0
         self.connected = False
         self._failure: str | None = None
-        self._backend_socks: list[socket.socket] = []
+        #: the backend-request channels handed out on this connection
+        self.backend_channels: list[BackendChannel] = []
         self._sent_ends: list[socket.socket] = []
 
     # --- chardev events (on the loop) ---------------------------------------------------
@@ -509,19 +511,26 @@ class Channel:
     def backend_channel(self) -> int:
         """A socketpair for SET_SLAVE_REQ_FD: the backend's end goes in the message.
 
-        qomhost's frontends serve no backend requests (a crypto device has
-        no use for them); the channel is kept open so the backend does not
-        see it closed.
+        Our end is read on this channel's loop by a
+        :class:`~qomhost.vhost_user.backend_channel.BackendChannel`, which
+        answers every backend request (refusing them all: qomhost's
+        frontends have no IOMMU, config notifier or host notifiers). It
+        stays open while the connection lasts, so the backend sees it close
+        only when the device goes.
         """
+        from qomhost.vhost_user.backend_channel import BackendChannel
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._backend_socks.append(ours)
+        self.backend_channels.append(BackendChannel(ours, self.context))
         self._sent_ends.append(theirs)
         return theirs.fileno()
 
     def _close_backend_channels(self) -> None:
-        for sock in (*self._backend_socks, *self._sent_ends):
+        for channel in self.backend_channels:
+            channel.close()
+        for sock in self._sent_ends:
             sock.close()
-        self._backend_socks.clear()
+        self.backend_channels.clear()
         self._sent_ends.clear()
 
     # --- running conversations ---------------------------------------------------------

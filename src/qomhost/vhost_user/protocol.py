@@ -43,10 +43,13 @@ from qomhost.errors import QemuError
 
 __all__ = [
     "BACKEND",
+    "BACKEND_REQ",
     "FRONTEND",
     "HEADER_SIZE",
     "MAX_MEM_REGIONS",
     "U64",
+    "BackendReq",
+    "BackendRequest",
     "Config",
     "CryptoSession",
     "Empty",
@@ -108,9 +111,12 @@ FRONTEND_MAX_PAYLOAD = CRYPTO_SESSION_SIZE
 #: the largest payload a backend accepts: the 8.1+ crypto session
 BACKEND_MAX_PAYLOAD = CRYPTO_SESSION_SIZE_ASYM
 
-#: decoder roles: the end of the socket the decoder sits at
+#: decoder roles: the end of the socket the decoder sits at. BACKEND_REQ is
+#: the frontend's end of the backend-request channel (SET_SLAVE_REQ_FD),
+#: where the backend sends requests of its own numbering (BackendRequest).
 FRONTEND = "frontend"
 BACKEND = "backend"
+BACKEND_REQ = "backend-req"
 
 
 class Request:
@@ -160,6 +166,15 @@ class Request:
     REM_MEM_REG = 38
     SET_STATUS = 39
     GET_STATUS = 40
+
+
+class BackendRequest:
+    """Requests a backend sends on the backend-request channel (QEMU 7.2's
+    ``VhostUserSlaveRequest``); a separate numbering from :class:`Request`."""
+
+    IOTLB_MSG = 1
+    CONFIG_CHANGE_MSG = 2
+    VRING_HOST_NOTIFIER_MSG = 3
 
 
 #: request number -> name, for messages and logs
@@ -565,6 +580,36 @@ class CryptoSession(Message):
         return self.session
 
 
+class BackendReq(Message):
+    """A request on the backend-request channel, payload kept as bytes.
+
+    What each request means, and how the frontend answers it, is
+    :mod:`qomhost.vhost_user.backend_channel`'s business; the codec only
+    frames it and keeps the fds that came with it.
+    """
+
+    __slots__ = ("data", "sent_fds")
+    _fields = ("request", "flags", "data", "sent_fds")
+    data: bytes
+    sent_fds: tuple[int, ...]
+
+    def __init__(
+        self,
+        request: int,
+        data: bytes = b"",
+        fds: tuple[int, ...] = (),
+        flags: int = FLAGS_REQUEST,
+    ) -> None:
+        self._init(request, flags, bytes(data), tuple(fds))
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return self.sent_fds
+
+    def payload(self) -> bytes:
+        return self.data
+
+
 class RawReply(Message):
     """A reply whose payload has no shape its request's replies can have.
 
@@ -771,6 +816,13 @@ def _decode_reply(header: Header, payload: bytes, fds: tuple[int, ...]) -> Messa
 
 
 def _check_header(header: Header, role: str, max_payload: int) -> None:
+    if role == BACKEND_REQ:
+        # QEMU 7.2 checks only the size of what a backend sends it
+        if header.size > max_payload:
+            raise VhostUserProtocolError(
+                f"Failed to read msg header. Size {header.size} exceeds the maximum {max_payload}."
+            )
+        return
     if role == FRONTEND:
         # QEMU's vhost_user_read_header: a reply's flags are exactly 0x5
         if header.flags != FLAGS_REPLY:
@@ -826,17 +878,19 @@ def decode_message(
 
 
 def _decode_body(header: Header, payload: bytes, fds: tuple[int, ...], role: str) -> Message:
+    if role == BACKEND_REQ:
+        return BackendReq(header.request, payload, fds, header.flags)
     if role == FRONTEND:
         return _decode_reply(header, payload, fds)
     return _decode_request(header, payload, fds)
 
 
 def _max_payload(role: str, max_payload: int | None) -> int:
-    if role not in (FRONTEND, BACKEND):
-        raise ValueError(f"role must be {FRONTEND!r} or {BACKEND!r}, not {role!r}")
+    if role not in (FRONTEND, BACKEND, BACKEND_REQ):
+        raise ValueError(f"role must be {FRONTEND!r}, {BACKEND!r} or {BACKEND_REQ!r}, not {role!r}")
     if max_payload is not None:
         return max_payload
-    return FRONTEND_MAX_PAYLOAD if role == FRONTEND else BACKEND_MAX_PAYLOAD
+    return BACKEND_MAX_PAYLOAD if role == BACKEND else FRONTEND_MAX_PAYLOAD
 
 
 def check_reply(
@@ -863,7 +917,9 @@ class VhostUserDecoder:
     """Split a stream of bytes and fds into messages, for one end of a socket.
 
     :param role: ``BACKEND`` decodes the requests a backend receives;
-        ``FRONTEND`` decodes the replies a frontend receives.
+        ``FRONTEND`` decodes the replies a frontend receives;
+        ``BACKEND_REQ`` the requests a frontend receives on the
+        backend-request channel (as :class:`BackendReq`, fds attached).
     :param max_payload: the largest payload accepted (default: QEMU 7.2's
         632 for a frontend, 1072 for a backend, enough for QEMU 8.1+'s
         crypto sessions).
