@@ -192,6 +192,10 @@ class AioContext:
         #: between the poll handlers' io_poll_begin and io_poll_end (QEMU's
         #: ``ctx->poll_started``)
         self._poll_started = False
+        #: the clock when polling found work (0: it did not), for the window
+        self._polled_at = 0
+        #: io_poll_ready callbacks of work found by the poll after io_poll_end
+        self._ready: list[Callable[[], None] | None] = []
         self._bh: list[Callable[[], None]] = []
         self._bh_lock = _thread.allocate_lock()
         self._timers: list[Timer] = []
@@ -423,31 +427,70 @@ class AioContext:
             return -1
         return max(0, self._timers[0].deadline - self.clock())
 
-    def _try_poll(
-        self, timeout_ns: int, start: int | None = None
-    ) -> tuple[list[Callable[[], None] | None], int]:
-        """QEMU's ``try_poll_mode``: poll if the window allows, else stop polling.
+    def _try_poll(self, timeout_ns: int, start: int | None = None) -> tuple[bool, int]:
+        """QEMU's ``try_poll_mode``: busy-poll if the window allows, else stop polling.
 
-        Returns the ``io_poll_ready`` callbacks of the handlers that found
-        work (None for one without; an empty list: no progress) and what
-        is left of ``timeout_ns`` (0 after progress). The caller runs the
-        callbacks after the window arithmetic, which, as in QEMU, counts
-        polling and waiting but not dispatching.
+        Returns (progress, what is left of ``timeout_ns``; 0 after progress).
+        Work found while polling is dispatched at once -- its latency is
+        what polling is for -- and :attr:`_polled_at` keeps the time of the
+        last clock read, so that the window arithmetic, as QEMU's, counts
+        polling but not dispatching. Work found by the poll after
+        ``io_poll_end`` waits in :attr:`_ready` for :meth:`run_once`.
+
+        The window is counted from ``start`` (default: now). Every
+        ``poll_yield_ns`` of polling the loop calls ``sched_yield()``, which
+        lets go of the GIL and the CPU for a moment (see
+        :attr:`poll_yield_ns`); time spent yielded counts as polling time,
+        so QEMU's window arithmetic sees it as part of the wait.
         """
-        if not self._pollers:
-            return [], timeout_ns
+        pollers = self._pollers
+        if not pollers:
+            return False, timeout_ns
         max_ns = self.poll_ns if timeout_ns < 0 else min(timeout_ns, self.poll_ns)
         if max_ns and not self._poll_disable_cnt:
             if not self._poll_started:
                 self._poll_set_started(True)
-            ready, timeout_ns = self._run_poll_handlers(max_ns, timeout_ns, start)
-            if ready is not None:
-                return ready, 0
+            clock = self.clock
+            if start is None:
+                start = clock()
+            now = start
+            deadline = start + max_ns
+            yield_ns = self.poll_yield_ns
+            next_yield = start + yield_ns if yield_ns > 0 else deadline
+            sched_yield = os.sched_yield
+            while True:
+                if self._kicked:
+                    # A bottom half, a parameter change or a stop request:
+                    # stop polling and let the non-blocking wait collect the
+                    # eventfd. QEMU's own notifier is a poll handler whose
+                    # progress this is, so polling stays started.
+                    self._kicked = False
+                    return False, 0
+                for io_poll, io_poll_ready in pollers:
+                    try:
+                        found = io_poll()
+                    except Exception:  # free in 3.11 until raised
+                        _log_exception("poll handler")
+                        found = False
+                    if found:
+                        self._polled_at = now
+                        if io_poll_ready is not None:
+                            _call(io_poll_ready, "poll ready handler")
+                        return True, 0
+                now = clock()
+                if now >= deadline:
+                    break
+                if now >= next_yield:
+                    sched_yield()
+                    next_yield = now + yield_ns
+            if timeout_ns > 0:
+                timeout_ns = max(0, timeout_ns - (now - start))
         if self._poll_started:
             ready = self._poll_set_started(False)
             if ready:
-                return ready, 0
-        return [], timeout_ns
+                self._ready = ready
+                return True, 0
+        return False, timeout_ns
 
     def _poll_set_started(self, started: bool) -> list[Callable[[], None] | None]:
         """Call every poll handler's ``io_poll_begin`` or ``io_poll_end``.
@@ -480,54 +523,6 @@ class AioContext:
                 ready.append(handler.io_poll_ready)
         return ready
 
-    def _run_poll_handlers(
-        self, max_ns: int, timeout_ns: int, start: int | None
-    ) -> tuple[list[Callable[[], None] | None] | None, int]:
-        """Busy-poll for up to ``max_ns``; (ready callbacks or None, timeout).
-
-        A :meth:`notify` ends the window with no callbacks (``[]``): QEMU's
-        own notifier is a poll handler whose progress keeps polling started,
-        and the non-blocking wait that follows collects its eventfd.
-
-        The window is counted from ``start`` (default: now). Every
-        ``poll_yield_ns`` of polling the loop calls ``sched_yield()``, which
-        lets go of the GIL and the CPU for a moment (see
-        :attr:`poll_yield_ns`); time spent yielded counts as polling time,
-        so QEMU's window arithmetic sees it as part of the wait.
-        """
-        pollers = self._pollers
-        clock = self.clock
-        if start is None:
-            start = clock()
-        now = start
-        deadline = start + max_ns
-        yield_ns = self.poll_yield_ns
-        next_yield = start + yield_ns if yield_ns > 0 else deadline
-        sched_yield = os.sched_yield
-        while True:
-            if self._kicked:
-                # A bottom half, a parameter change or a stop request: stop
-                # polling and let the non-blocking wait collect the eventfd.
-                self._kicked = False
-                return [], 0
-            for io_poll, io_poll_ready in pollers:
-                try:
-                    found = io_poll()
-                except Exception:  # free in 3.11 until raised
-                    _log_exception("poll handler")
-                    found = False
-                if found:
-                    return [io_poll_ready], 0
-            now = clock()
-            if now >= deadline:
-                break
-            if now >= next_yield:
-                sched_yield()
-                next_yield = now + yield_ns
-        if timeout_ns > 0:
-            timeout_ns = max(0, timeout_ns - (now - start))
-        return None, timeout_ns
-
     def adjust_polling(self, block_ns: int) -> None:
         """QEMU's adaptive polling rule, applied after each wait.
 
@@ -551,21 +546,21 @@ class AioContext:
         polling = self.poll_max_ns != 0
         start = self.clock() if polling else None
         timeout = self._timeout_ns() if blocking else 0
-        ready, timeout = self._try_poll(timeout, start)
+        progress, timeout = self._try_poll(timeout, start)
         events: list[tuple[int, int]] = []
-        if not ready:
+        if not progress:
             wait = -1.0 if timeout < 0 else timeout / 1e9
             try:
                 events = self._epoll.poll(wait)
             except InterruptedError:
                 events = []
         if start is not None:
-            block_ns = self.clock() - start
+            block_ns = (self._polled_at or self.clock()) - start
             if block_ns > self.poll_ns:  # else the sweet spot: nothing to adjust
                 self.adjust_polling(block_ns)
-        progress = False
-        if ready:
-            progress = True
+        self._polled_at = 0
+        if self._ready:
+            ready, self._ready = self._ready, []
             for io_poll_ready in ready:
                 if io_poll_ready is not None:
                     _call(io_poll_ready, "poll ready handler")
