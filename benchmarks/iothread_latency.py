@@ -5,9 +5,13 @@ over the shared-memory rings of :mod:`_ring` and waits for the answer:
 
 * **qomhost**: ``Host().add_object("iothread", ...)``, the handler registered
   with ``set_event_notifier(notifier, on_event, io_poll=pending,
-  io_poll_ready=on_polled)``, where ``pending`` reads the request head (no
-  system call). ``poll-max-ns`` 0 is a blocking loop; otherwise QEMU's
-  adaptive window decides how long the loop polls before it blocks.
+  io_poll_ready=on_polled, io_poll_begin=poll_begin, io_poll_end=poll_end)``,
+  where ``pending`` reads the request head (no system call) and the last two
+  set and clear the ring's ``NO_KICK`` word, so that the client does not kick
+  while the loop polls (as virtio's ``VRING_USED_F_NO_NOTIFY``; :mod:`_ring`
+  explains the lost-wake-up race, the fence and the 1 ms re-check that
+  bounds a lost kick). ``poll-max-ns`` 0 is a blocking loop; otherwise
+  QEMU's adaptive window decides how long the loop polls before it blocks.
   "no GIL yield" rows set ``AioContext.poll_yield_ns = 0`` (the poller then
   holds the GIL for the whole window; see :mod:`qomhost.aio.context`).
 * **asyncio** and **uvloop** (if installed: ``pip install -e '.[bench]'``):
@@ -18,9 +22,10 @@ over the shared-memory rings of :mod:`_ring` and waits for the answer:
 ``_ring.py``) that inherits the memfd and both eventfds. It either
 busy-waits on the response head (``spin``: the server sends no response
 kick, as a virtio driver that polls its used ring) or blocks in epoll on
-the response eventfd (``block``). **In-process**: the client is this
-process's main thread (``block`` only: a spinning client would hold the GIL
-the handler needs).
+the response eventfd (``block``); either kicks the request eventfd only
+while ``NO_KICK`` is 0 (always, for the blocking loops). **In-process**:
+the client is this process's main thread (``block`` only: a spinning client
+would hold the GIL the handler needs).
 
 Each trial is ``N`` round trips after ``WARM`` unmeasured ones; trials of
 all variants are interleaved, and each figure is the median over trials of
@@ -41,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from _common import ROOT, VENV_PYTHON, log, median, read_steal, steal_percent, table
-from _ring import Channel, RingServer, client_round_trips
+from _ring import RECHECK_NS, Channel, RingServer, client_round_trips
 
 from qomhost.aio.context import POLL_YIELD_NS, EventNotifier
 from qomhost.host import Host
@@ -68,19 +73,30 @@ class QomhostServer:
         self.context.poll_yield_ns = yield_ns
         self.host.set_property_json(self.iothread, "poll-max-ns", poll_max_ns)
 
-    def attach(self, notifier: EventNotifier, server: RingServer) -> None:
-        """Register the handler in the iothread."""
+    def attach(self, notifier: EventNotifier, server: RingServer, no_kick: bool = True) -> None:
+        """Register the handler in the iothread; without ``no_kick``, with no
+        ``io_poll_begin``/``io_poll_end`` (the client then always kicks)."""
         ctx = self.context
         ctx.submit(
             lambda: ctx.set_event_notifier(
-                notifier, server.on_event, io_poll=server.pending, io_poll_ready=server.on_polled
+                notifier,
+                server.on_event,
+                io_poll=server.pending,
+                io_poll_ready=server.on_polled,
+                io_poll_begin=server.poll_begin if no_kick else None,
+                io_poll_end=server.poll_end if no_kick else None,
             )
         ).result(10)
 
-    def detach(self, notifier: EventNotifier) -> None:
-        """Unregister it."""
+    def detach(self, notifier: EventNotifier, server: RingServer) -> None:
+        """Unregister it (which ends its polling) and cancel its re-check."""
         ctx = self.context
-        ctx.submit(lambda: ctx.set_event_notifier(notifier, None)).result(10)
+
+        def detach() -> None:
+            ctx.set_event_notifier(notifier, None)
+            server.stop()
+
+        ctx.submit(detach).result(10)
 
     def close(self) -> None:
         """Stop the iothread."""
@@ -105,11 +121,11 @@ class AsyncioServer:
         self.loop.call_soon_threadsafe(run)
         done.result(10)
 
-    def attach(self, notifier: EventNotifier, server: RingServer) -> None:
-        """``add_reader`` on the request eventfd."""
+    def attach(self, notifier: EventNotifier, server: RingServer, no_kick: bool = True) -> None:
+        """``add_reader`` on the request eventfd (no polling: the client always kicks)."""
         self._in_loop(lambda: self.loop.add_reader(notifier.fd, server.on_readable))
 
-    def detach(self, notifier: EventNotifier) -> None:
+    def detach(self, notifier: EventNotifier, server: RingServer) -> None:
         """``remove_reader``."""
         self._in_loop(lambda: self.loop.remove_reader(notifier.fd))
 
@@ -128,6 +144,7 @@ class Variant:
     kind: str  # "qomhost", "asyncio" or "uvloop"
     poll_max_ns: int = 0
     yield_ns: int = POLL_YIELD_NS
+    no_kick: bool = True  # io_poll_begin/io_poll_end tell the client not to kick
 
     @property
     def polls(self) -> bool:
@@ -143,6 +160,9 @@ class Sample:
     p99_us: float
     polled: float  # share of answers whose request was found by polling
     window_ns: float | None  # median poll_ns at the answers (qomhost only)
+    kicked: float  # share of measured requests the client kicked
+    lost_kicks: int  # requests found by the server's re-check, not kicked
+    late_kicks: int  # ... kicked, but the kick came after the re-check
 
 
 def variants(uvloop_ok: bool) -> list[Variant]:
@@ -160,6 +180,15 @@ def variants(uvloop_ok: bool) -> list[Variant]:
         out.append(
             Variant(f"qomhost iothread, poll-max-ns={window}, no GIL yield", "qomhost", window, 0)
         )
+    # the effect of skipped kicks: the default window, the client always kicking
+    out.append(
+        Variant(
+            f"qomhost iothread, poll-max-ns={IOTHREAD_POLL_MAX_NS_DEFAULT}, client always kicks",
+            "qomhost",
+            IOTHREAD_POLL_MAX_NS_DEFAULT,
+            no_kick=False,
+        )
+    )
     return out
 
 
@@ -176,12 +205,12 @@ def trial(
         server.configure(variant.poll_max_ns, variant.yield_ns)
     notifier = EventNotifier()
     channel = Channel(notifier.fd)
-    window = server.context if isinstance(server, QomhostServer) else None
-    handler = RingServer(channel, window)
-    server.attach(notifier, handler)
+    loop = server.context if isinstance(server, QomhostServer) else None
+    handler = RingServer(channel, loop)
+    server.attach(notifier, handler, variant.no_kick)
     try:
         if in_process:
-            rtts = client_round_trips(
+            rtts, kicks = client_round_trips(
                 channel.words, notifier.fd, channel.resp_fd, style, round_trips, WARM
             )
         else:
@@ -190,19 +219,23 @@ def trial(
             out = subprocess.run(
                 argv, pass_fds=fds, capture_output=True, text=True, check=True, timeout=120
             ).stdout
-            rtts = [int(x) for x in out.split()]
+            times, kicked = out.splitlines()
+            rtts, kicks = [int(x) for x in times.split()], int(kicked)
     finally:
-        server.detach(notifier)
+        server.detach(notifier, handler)
         notifier.close()
         channel.close()
     rtts.sort()
-    answered = handler.by_poll + handler.by_event
+    answered = handler.by_poll + handler.by_event + handler.rechecked
     windows = sorted(handler.windows)
     return Sample(
         _percentile(rtts, 0.5),
         _percentile(rtts, 0.99),
         handler.by_poll / answered if answered else 0.0,
         float(windows[len(windows) // 2]) if windows else None,
+        kicks / round_trips,
+        handler.lost_kicks,
+        handler.late_kicks,
     )
 
 
@@ -227,6 +260,33 @@ class LatencyResult:
         values = [s.window_ns for s in samples if s.window_ns is not None]
         return f"{median(values):,.0f}" if values else "–"
 
+    @staticmethod
+    def _kicked(samples: list[Sample]) -> str:
+        return f"{100 * median([s.kicked for s in samples]):.0f} %"
+
+    def stalls(self) -> str:
+        """Requests the server's re-check answered (lost and late kicks), by row."""
+        runs = [
+            (f"{name} ({style}, cross-process)", samples)
+            for (name, style), samples in self.cross.items()
+        ]
+        runs += [(f"{name} (in-process)", samples) for name, samples in self.inproc.items()]
+        requests = sum(len(samples) for _, samples in runs) * self.round_trips
+        recheck = f"the server's re-check ({RECHECK_NS // 1000} µs after it stopped polling)"
+        lines = []
+        for attr, what in (
+            ("lost_kicks", "not kicked (the lost-wake-up race was lost)"),
+            ("late_kicks", "kicked, but the re-check came first (no stall)"),
+        ):
+            counts = {label: sum(getattr(s, attr) for s in samples) for label, samples in runs}
+            total = sum(counts.values())
+            which = "; ".join(f"{label}: {n}" for label, n in counts.items() if n)
+            lines.append(
+                f"- requests found by {recheck}, {what}: "
+                + (f"**{total}** of {requests:,} ({which})" if total else f"none of {requests:,}")
+            )
+        return "\n".join(lines)
+
     def best_blocking(self, samples: dict[str, list[Sample]]) -> tuple[str, float]:
         """The blocking loop with the lowest median p50: (name, p50 µs)."""
         blocking = [v.name for v in self.variants if not v.polls]
@@ -248,6 +308,7 @@ class LatencyResult:
                 "p50 / best blocking",
                 "by polling",
                 "window ns",
+                "kicked",
             ]
         rows = []
         for v in self.variants:
@@ -261,6 +322,7 @@ class LatencyResult:
                     f"{p50 / best[style][1]:.2f}",
                     f"{100 * self._med(samples, 'polled'):.0f} %" if v.polls else "–",
                     self._window(samples) if v.polls else "–",
+                    self._kicked(samples),
                 ]
             rows.append(row)
         default = next(
@@ -292,7 +354,7 @@ class LatencyResult:
     def inproc_markdown(self) -> str:
         """The in-process table and the goal line."""
         header = ["server", "p50 µs", "p99 µs", "p50 / blocking", "p99 / blocking"]
-        header += ["by polling", "window ns"]
+        header += ["by polling", "window ns", "kicked"]
         b50 = self._med(self.inproc[self.variants[0].name], "p50_us")
         b99 = self._med(self.inproc[self.variants[0].name], "p99_us")
         rows = []
@@ -301,7 +363,7 @@ class LatencyResult:
             samples = self.inproc[v.name]
             p50 = self._med(samples, "p50_us")
             p99 = self._med(samples, "p99_us")
-            if v.polls:
+            if v.polls and v.no_kick:
                 ratios[v.yield_ns > 0].append((p50 / b50, p99 / b99))
             rows.append(
                 [
@@ -312,6 +374,7 @@ class LatencyResult:
                     f"{p99 / b99:.2f}",
                     f"{100 * self._med(samples, 'polled'):.0f} %" if v.polls else "–",
                     self._window(samples) if v.polls else "–",
+                    self._kicked(samples),
                 ]
             )
 
@@ -334,7 +397,9 @@ class LatencyResult:
             f"unmeasured) per row; medians over trials of each trial's p50 / p99; steal time "
             f'during the run {self.steal:.1f} %. "by polling": share of requests the handler '
             'found through its poll callback rather than the eventfd; "window": the median '
-            f"`poll_ns` when answering. {self.uvloop_note}"
+            f'`poll_ns` when answering; "kicked": the share of requests the client kicked '
+            "(it skips the kick while the server's loop polls). "
+            f"{self.uvloop_note}"
         )
         return "\n\n".join(
             [
@@ -343,6 +408,9 @@ class LatencyResult:
                 self.cross_markdown(),
                 "**In-process** (client: the main thread, `block` style):",
                 self.inproc_markdown(),
+                "**Skipped kicks** (all rows; the client skips its kick while the server's "
+                "loop polls, see `benchmarks/_ring.py`):",
+                self.stalls(),
             ]
         )
 
