@@ -24,6 +24,10 @@ _RIGHT = b"\033[C"
 _CLEAR_EOL = b"\033[K"
 #: QEMU keeps this many history entries
 MAX_HISTORY = 64
+#: the longest line QEMU's editor holds; further bytes are dropped unechoed
+#: (READLINE_CMD_BUF_SIZE), which also keeps a hostile client from growing
+#: the buffer, and the redraw after each byte, without bound
+MAX_LINE = 4095
 
 _NORMAL, _ESC, _CSI, _SS3 = range(4)
 
@@ -111,7 +115,7 @@ class LineEditor:
                 del self.buf[self.cursor]
         elif byte == 155:
             self._state, self._esc_param = _CSI, 0
-        elif byte >= 32:
+        elif byte >= 32 and len(self.buf) < MAX_LINE:
             self.buf.insert(self.cursor, byte)
             self.cursor += 1
 
@@ -225,6 +229,8 @@ class LineEditor:
         self._shown, self._shown_cursor = bytearray(), 0
 
     def _insert(self, data: bytes) -> None:
+        # byte by byte in QEMU, each dropped once the line is full
+        data = data[: MAX_LINE - len(self.buf)]
         self.buf[self.cursor : self.cursor] = data
         self.cursor += len(data)
 
