@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qomhost.errors import COMMAND_NOT_FOUND, QemuError
+from qomhost.errors import COMMAND_NOT_FOUND, JsonParseError, QemuError
 from qomhost.monitor.commands import check_oob, dispatch
 from qomhost.monitor.qmp.protocol import BadRequest, QmpProtocol, greeting
 
@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 __all__ = ["QmpMonitor"]
 
 _NEGOTIATE = "Expecting capabilities negotiation with 'qmp_capabilities'"
+
+#: errors after which the rest of the stream cannot be trusted (see chr_read)
+_OVERSIZED = frozenset({"JSON token size limit exceeded", "JSON token count limit exceeded"})
 
 
 class QmpMonitor:
@@ -45,6 +48,14 @@ class QmpMonitor:
                 # QEMU leaves the main loop at once; queued requests go unanswered.
                 return
             self._handle(item)
+            if isinstance(item, JsonParseError) and item.desc in _OVERSIZED:
+                # QEMU answers and reads on, lexing the rest of the oversized
+                # message afresh: a string's tail then becomes input of its
+                # own, commands hidden in it run, and errors quote up to
+                # 64 MiB of it back. The peer is cut off instead (on stdio,
+                # which cannot be closed, the rest of this read is dropped).
+                self.chardev.disconnect()
+                return
 
     def chr_closed(self) -> None:
         self.protocol = QmpProtocol(self.pretty)
