@@ -10,6 +10,8 @@ STAMP  := $(VENV)/.installed
 # and the vhost-user peers: qemu-storage-daemon (qemu-system-common) and DPDK's
 # vhost_crypto example, built by the tests from dpdk-doc's source; OVMF, whose
 # SEV launch digest is compared with sev-snp-measure's (a pip test dependency).
+# The guest tests also compile a static program (build-essential's libc6-dev) and
+# fetch Debian's kernel and busybox-static with apt-get download (never installed).
 DEBS   := qemu-system-x86 qemu-system-common qemu-utils openssl bsdextrautils libpam-wrapper libpam-modules \
           dpdk-doc libdpdk-dev build-essential pkg-config ovmf
 
