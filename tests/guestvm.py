@@ -381,12 +381,15 @@ def qemu_program() -> str:
     return path
 
 
-def vhost_user_crypto_args(socket_path: Path, *, reconnect: int | None = None) -> list[str]:
+def vhost_user_crypto_args(
+    socket_path: Path, *, reconnect: int | None = None, device_opts: str = ""
+) -> list[str]:
     """QEMU arguments for a virtio-crypto device on a vhost-user backend at ``socket_path``.
 
     ``vectors=0``: QEMU 7.2 under TCG crashes once the guest unmasks an
     MSI-X vector of a vhost-user virtio-crypto device (it indexes a KVM
     irqfd table that TCG never allocates), so the device uses INTx.
+    ``device_opts`` adds ``-device`` options (``indirect_desc=off``).
     """
     chardev = f"socket,id=vc0,path={socket_path}"
     if reconnect is not None:
@@ -397,7 +400,8 @@ def vhost_user_crypto_args(socket_path: Path, *, reconnect: int | None = None) -
         "-object",
         "cryptodev-vhost-user,id=cd0,chardev=vc0",
         "-device",
-        "virtio-crypto-pci,id=crypto0,cryptodev=cd0,vectors=0",
+        "virtio-crypto-pci,id=crypto0,cryptodev=cd0,vectors=0"
+        + (f",{device_opts}" if device_opts else ""),
     ]
 
 
