@@ -77,6 +77,10 @@ class SocketAddress(Record):
         return self.path if self.path is not None else f"{self.host}:{self.port}"
 
 
+#: the mode of a listening unix socket's file (before the umask)
+UNIX_SOCKET_MODE = 0o600
+
+
 class ChardevSocket(Chardev):
     """A stream socket chardev. Configure with :meth:`configure`, then :meth:`open`."""
 
@@ -151,6 +155,11 @@ class ChardevSocket(Chardev):
                     os.unlink(addr)
                 except FileNotFoundError:
                     pass
+                # Anyone who can connect can run every monitor command, so the
+                # socket is private (QEMU leaves it to the umask, usually 0755:
+                # docs/compatibility.md). The bound file takes the socket's
+                # mode, set before bind so there is no window without it.
+                os.fchmod(sock.fileno(), UNIX_SOCKET_MODE)
             else:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(addr)  # type: ignore[arg-type]
