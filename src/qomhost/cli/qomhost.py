@@ -571,6 +571,14 @@ def _start_monitors(host: object, plan: _Plan, rep: _Reporter) -> None:
         from qomhost.chardev.base import Chardev
 
         assert isinstance(chardev, Chardev)
+        exposed = _exposed_address(chardev)
+        if exposed is not None:
+            rep.location = mon.location
+            rep.warn(
+                f"monitor on {exposed} accepts connections from the network without TLS: "
+                "anyone who connects controls this process"
+            )
+            rep.location = None
         if mon.mode == "control":
             from qomhost.monitor.qmp.server import QmpMonitor
 
@@ -579,6 +587,29 @@ def _start_monitors(host: object, plan: _Plan, rep: _Reporter) -> None:
             from qomhost.monitor.hmp_server import HmpMonitor
 
             HmpMonitor(host, chardev)
+
+
+def _exposed_address(chardev: object) -> str | None:
+    """The address of a TCP listener that is neither loopback nor TLS, or None.
+
+    QEMU says nothing; qomhost warns, because a monitor is full control of
+    the process and plain TCP on a reachable address gives it to anyone.
+    """
+    from qomhost.chardev.socket import ChardevSocket
+
+    if not isinstance(chardev, ChardevSocket) or not chardev.server:
+        return None
+    address = chardev.address
+    if address.path is not None or chardev.tls_creds is not None:
+        return None
+    import ipaddress
+
+    try:
+        if ipaddress.ip_address((address.host or "").split("%")[0]).is_loopback:
+            return None
+    except ValueError:
+        pass  # not an address literal: assume it is reachable
+    return address.describe()
 
 
 def _watch_signals(on_signal: Callable[[int, int], None]) -> None:
