@@ -1,0 +1,314 @@
+"""Guest AF_ALG throughput through virtio-crypto: three backends, one run.
+
+A Linux guest (Debian's kernel under QEMU 7.2, TCG, one vCPU; the same
+guest as ``tests/interop/test_guest_virtio_crypto.py``) encrypts through
+AF_ALG bound to ``virtio_crypto_aes_cbc`` for a fixed time at each request
+size, one request at a time, against:
+
+* ``qomhost-vhost-user-crypto`` (vhost-user, ``vectors=0``);
+* QEMU's own ``cryptodev-backend-builtin`` (in QEMU's process);
+* DPDK 22.11's ``vhost_crypto`` example (vhost-user), at 2 KiB only: it
+  refuses larger requests. QEMU 7.2 cannot drive it unaided, so a small
+  relay in between rewrites the session payload into the layout DPDK
+  reads and sends the ``SET_VRING_ENABLE`` and ``SET_STATUS(DRIVER_OK)``
+  QEMU never sends. DPDK's worker busy-polls; both its lcores share the
+  first CPU.
+
+Every device uses INTx (``vectors=0``: QEMU 7.2 under TCG crashes with a
+vhost-user device and MSI-X), so all three take the same interrupt path.
+The guest's self-tests are off (DPDK fails them). Each boot measures all
+sizes; the backends take turns round by round. Usage::
+
+    .venv/bin/python benchmarks/guest_crypto.py                         # 3 rounds of 5 s, ~3 min
+    .venv/bin/python benchmarks/guest_crypto.py --rounds 1 --seconds 1  # smoke run, ~40 s
+
+Guest-side numbers: the guest's clock under TCG runs at the host's pace,
+but the vCPU is emulated, so the figures are for comparing backends with
+each other in one run, not with a host or a KVM guest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _common import ROOT, VENV_BIN, log, median, table
+
+sys.path.insert(0, str(ROOT / "tests"))
+
+import guestvm
+import peers
+from qomhost.cryptodev.virtio_crypto import (
+    LAYOUT_LEGACY,
+    decode_session,
+    encode_session,
+)
+
+KIB = 1024
+SIZES = (2 * KIB, 64 * KIB)
+DPDK_MAX = 2 * KIB
+BACKENDS = ("qomhost-vhost-user-crypto", "QEMU builtin", "DPDK vhost_crypto")
+
+# vhost-user requests the relay looks at
+_SET_VRING_KICK = 12
+_SET_VRING_ENABLE = 18
+_CREATE_CRYPTO_SESSION = 26
+_SET_STATUS = 39
+_HEADER = struct.Struct("<III")
+_VERSION = 0x1
+_DRIVER_OK_STATUS = 0xF  # ACKNOWLEDGE | DRIVER | DRIVER_OK | FEATURES_OK
+
+
+# --------------------------------------------------------------------------- DPDK relay
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def _recv_message(sock: socket.socket) -> tuple[bytes, bytes, list[int]]:
+    """One vhost-user message: (header, payload, fds)."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, _HEADER.size, 8)
+    if not data:
+        raise EOFError
+    header = data + _recv_exact(sock, _HEADER.size - len(data))
+    _request, _flags2, size = _HEADER.unpack(header)
+    return header, _recv_exact(sock, size) if size else b"", list(fds)
+
+
+def _send_message(sock: socket.socket, header: bytes, payload: bytes, fds: list[int]) -> None:
+    if fds:
+        socket.send_fds(sock, [header + payload], fds)
+    else:
+        sock.sendall(header + payload)
+
+
+class Qemu72DpdkRelay:
+    """Sits between QEMU 7.2 (which connects to ``listen_path``) and DPDK's socket.
+
+    Passes every message through, except: a CREATE_CRYPTO_SESSION payload is
+    rewritten from QEMU 7.2's layout into the legacy one DPDK reads (its
+    reply, the id at offset 0, goes back as it is), and after ring 0's
+    SET_VRING_KICK the relay sends DPDK the SET_VRING_ENABLE and
+    SET_STATUS(DRIVER_OK) that QEMU 7.2 never sends for a crypto device.
+    """
+
+    def __init__(self, listen_path: Path, backend_path: Path) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(listen_path))
+        self.listener.listen(1)
+        self.backend_path = backend_path
+        self._thread = threading.Thread(target=self._serve, name="relay", daemon=True)
+        self._stop = False
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            front, _ = self.listener.accept()
+            back = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            back.connect(str(self.backend_path))
+            with front, back:
+                while not self._stop:
+                    ready, _, _ = select.select([front, back], [], [], 0.2)
+                    if front in ready:
+                        self._forward(front, back, from_qemu=True)
+                    if back in ready:
+                        self._forward(back, front, from_qemu=False)
+
+    def _forward(self, src: socket.socket, dst: socket.socket, *, from_qemu: bool) -> None:
+        header, payload, fds = _recv_message(src)
+        request, flags, _size = _HEADER.unpack(header)
+        if from_qemu and request == _CREATE_CRYPTO_SESSION:
+            payload = encode_session(decode_session(payload).info, LAYOUT_LEGACY)
+            header = _HEADER.pack(request, flags, len(payload))
+        try:
+            _send_message(dst, header, payload, fds)
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if from_qemu and request == _SET_VRING_KICK and payload[:1] == b"\0":
+            dst.sendall(_HEADER.pack(_SET_VRING_ENABLE, _VERSION, 8) + struct.pack("<II", 0, 1))
+            dst.sendall(
+                _HEADER.pack(_SET_STATUS, _VERSION, 8) + struct.pack("<Q", _DRIVER_OK_STATUS)
+            )
+
+    def close(self) -> None:
+        self._stop = True
+        self.listener.close()
+        self._thread.join(5)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Files:
+    kernel: guestvm.GuestKernel
+    busybox: Path
+    afalg: Path
+
+
+def _plan(sizes: tuple[int, ...], seconds: float) -> str:
+    return "".join(f"/afalg bench {guestvm.VIRTIO_AES_CBC} {n} {seconds}\n" for n in sizes)
+
+
+def _boot(
+    files: Files, workdir: Path, device_args: list[str], sizes: tuple[int, ...], seconds: float
+) -> dict[int, float]:
+    """One boot measuring ``sizes``; bytes per second for each."""
+    initrd = guestvm.build_initrd(
+        files.kernel, files.busybox, files.afalg, _plan(sizes, seconds), workdir / "initrd.gz"
+    )
+    timeout = 180 + 2 * seconds * len(sizes)
+    with guestvm.Guest(
+        files.kernel, initrd, workdir, device_args, append="cryptomgr.notests=1"
+    ) as guest:
+        status = guest.wait(timeout)
+        lines = guest.matching(r"^afalg (bench|error)")
+        if status != 0 or len(lines) != len(sizes) or any("error" in x for x in lines):
+            raise RuntimeError(
+                f"boot in {workdir} failed (QEMU status {status}): {lines}\n"
+                f"{guest.stderr()}\n{guest.serial()[-3000:]}"
+            )
+    out: dict[int, float] = {}
+    for line in lines:
+        f = guestvm.fields(line)
+        out[int(f["len"])] = int(f["ops"]) * int(f["len"]) / (int(f["ns"]) / 1e9)
+    return out
+
+
+@contextlib.contextmanager
+def _qomhost_backend(workdir: Path) -> Iterator[list[str]]:
+    path = workdir / "qomhost.sock"
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "qomhost-vhost-user-crypto"), "--socket-path", str(path)],
+        stderr=open(workdir / "qomhost.log", "wb"),  # noqa: SIM115 -- the child owns it
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"qomhost-vhost-user-crypto did not start: {proc.returncode}")
+            time.sleep(0.05)
+        yield guestvm.vhost_user_crypto_args(path)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@contextlib.contextmanager
+def _dpdk_backend(workdir: Path, program: Path) -> Iterator[list[str]]:
+    dpdk_path = workdir / "dpdk.sock"
+    relay_path = workdir / "relay.sock"
+    # the peer prints its log's tail when it stops (for pytest): keep stdout for the table
+    with (
+        contextlib.redirect_stdout(sys.stderr),
+        peers.dpdk_vhost_crypto(program, dpdk_path, log_path=workdir / "dpdk.log"),
+    ):
+        relay = Qemu72DpdkRelay(relay_path, dpdk_path)
+        try:
+            yield guestvm.vhost_user_crypto_args(relay_path)
+        finally:
+            relay.close()
+
+
+@dataclass
+class GuestCryptoResult:
+    seconds: float
+    #: backend -> size -> bytes per second, one per round
+    rates: dict[str, dict[int, list[float]]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        def cell(backend: str, size: int) -> str:
+            values = self.rates.get(backend, {}).get(size)
+            if not values:
+                return "-"
+            return f"{median(values) / 1e6:.1f} MB/s"
+
+        rows = []
+        for size in SIZES:
+            row = [f"{size // KIB} KiB"]
+            row += [cell(backend, size) for backend in BACKENDS]
+            ours = self.rates.get(BACKENDS[0], {}).get(size)
+            builtin = self.rates.get(BACKENDS[1], {}).get(size)
+            row.append(f"{median(ours) / median(builtin):.2f}x" if ours and builtin else "-")
+            rows.append(row)
+        rounds = max((len(v) for r in self.rates.values() for v in r.values()), default=0)
+        head = ["request", *BACKENDS, "qomhost / builtin"]
+        text = table(head, rows)
+        text += (
+            f"\n\nGuest AF_ALG `{guestvm.VIRTIO_AES_CBC}` (AES-256-CBC encrypt, one request "
+            f"at a time) for {self.seconds:g} s per size; medians of {rounds} round(s), "
+            "one boot per backend per round."
+        )
+        for backend, why in self.skipped.items():
+            text += f"\n{backend}: not measured ({why})."
+        return text
+
+
+def run(rounds: int = 3, seconds: float = 5.0) -> GuestCryptoResult:
+    files = Files(guestvm.guest_kernel(), guestvm.guest_busybox(), guestvm.build_afalg())
+    result = GuestCryptoResult(seconds)
+    try:
+        dpdk_program: Path | None = peers.build_dpdk_vhost_crypto()
+    except peers.PeerUnavailable as exc:
+        dpdk_program = None
+        result.skipped[BACKENDS[2]] = str(exc).splitlines()[0]
+    for i in range(rounds):
+        order = list(BACKENDS)
+        order = order[i % len(order) :] + order[: i % len(order)]
+        for backend in order:
+            if backend in result.skipped:
+                continue
+            with tempfile.TemporaryDirectory(prefix="gc", dir="/tmp") as tmp:
+                workdir = Path(tmp)
+                if backend == BACKENDS[0]:
+                    with _qomhost_backend(workdir) as args:
+                        rates = _boot(files, workdir, args, SIZES, seconds)
+                elif backend == BACKENDS[1]:
+                    args = guestvm.builtin_crypto_args()
+                    args[-1] += ",vectors=0"
+                    rates = _boot(files, workdir, args, SIZES, seconds)
+                else:
+                    assert dpdk_program is not None
+                    with _dpdk_backend(workdir, dpdk_program) as args:
+                        rates = _boot(files, workdir, args, (DPDK_MAX,), seconds)
+            for size, rate in rates.items():
+                result.rates.setdefault(backend, {}).setdefault(size, []).append(rate)
+            log(
+                f"guest_crypto: round {i + 1} {backend}: "
+                + ", ".join(f"{s // KIB} KiB {r / 1e6:.1f} MB/s" for s, r in rates.items())
+            )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="boots per backend (3)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per size (5)")
+    args = parser.parse_args()
+    sys.stdout.write(run(args.rounds, args.seconds).markdown() + "\n")
+
+
+if __name__ == "__main__":
+    main()
