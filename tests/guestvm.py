@@ -118,14 +118,30 @@ def _locked(cache_dir: Path, name: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- Debian packages
 
 
+_apt_updated = False
+
+
+def _apt_cache(args: Sequence[str], pattern: str) -> re.Match[str] | None:
+    """``apt-cache ARGS`` searched for ``pattern``. As root, apt's package
+    lists are fetched once (``apt-get update``) when the answer is missing:
+    a fresh container may have none."""
+    global _apt_updated
+    while True:
+        try:
+            match = re.search(pattern, _run(["apt-cache", *args], timeout=60))
+        except GuestUnavailable:
+            match = None
+        if match is not None or _apt_updated or os.geteuid() != 0:
+            return match
+        _apt_updated = True
+        _run(["apt-get", "update", "-qq"], timeout=600)
+
+
 def _kernel_package() -> str:
     """The kernel image package ``linux-image-amd64`` currently depends on."""
-    out = _run(["apt-cache", "depends", "linux-image-amd64"], timeout=60)
-    match = re.search(r"Depends: (linux-image-[\w.+-]+)", out)
+    match = _apt_cache(["depends", "linux-image-amd64"], r"Depends: (linux-image-[\w.+-]+)")
     if match is None:
-        raise GuestUnavailable(
-            "apt-cache knows no linux-image-amd64 dependency (run apt-get update?):\n" + out
-        )
+        raise GuestUnavailable("apt-cache knows no linux-image-amd64 (run apt-get update?)")
     return match.group(1)
 
 
@@ -222,9 +238,8 @@ def guest_busybox(cache_dir: Path | None = None) -> Path:
     """A static busybox from Debian's ``busybox-static``, fetched once into the cache."""
     cache = (default_cache_dir() if cache_dir is None else cache_dir) / "guest-busybox"
     try:
-        version = _run(["apt-cache", "policy", "busybox-static"], timeout=60)
-        match = re.search(r"Candidate: (\S+)", version)
-        if match is None or match.group(1) == "(none)":
+        match = _apt_cache(["policy", "busybox-static"], r"Candidate: ([^(\s]\S*)")
+        if match is None:
             raise GuestUnavailable("apt-cache knows no busybox-static (run apt-get update?)")
         key = re.sub(r"[^\w.+-]", "_", match.group(1))
     except GuestUnavailable:
