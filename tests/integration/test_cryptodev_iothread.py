@@ -215,3 +215,23 @@ def test_host_close_with_the_device_on_an_iothread(socket_path: str) -> None:
     started = time.monotonic()
     host.close()
     assert time.monotonic() - started < 2
+
+
+def test_batches_into_caller_buffers(socket_path: str, host: Host) -> None:
+    io = iothread(host)
+    dev = device(host, socket_path)
+    dev.set_iothread(io)
+    key = os.urandom(32)
+    with dev.create_session("aes-256-cbc", key=key) as session:
+        out = [bytearray(65536) for _ in range(40)]
+        for size in (16, 4096, 65536):
+            items = [(os.urandom(16), os.urandom(size)) for _ in range(40)]
+            dev.encrypt_many_into(session, items, out)
+            for (iv, data), target in zip(items, out, strict=True):
+                assert bytes(target[:size]) == cbc(key, iv, data)
+        with pytest.raises(QemuError, match="output buffer 1 is smaller"):
+            dev.encrypt_many_into(
+                session, [(bytes(16), bytes(32))] * 2, [bytearray(32), bytearray(16)]
+            )
+        with pytest.raises(QemuError, match="2 requests but 1 output buffers"):
+            dev.encrypt_many_into(session, [(bytes(16), bytes(32))] * 2, [bytearray(32)])

@@ -29,6 +29,9 @@ are offered to Python, identically on every backend::
   requests at once, results in order. A backend that queues its work
   (``cryptodev-vhost-user``) has them all in flight together, in batches of
   its loop's ``aio-max-batch``, so the peer serves several per notification.
+  :meth:`encrypt_many_into` / :meth:`decrypt_many_into` write the results
+  into buffers the caller provides (and may reuse), so large requests cost
+  no fresh memory per result.
 * :meth:`CryptoDevBackend.encrypt_async` / :meth:`decrypt_async`: the same,
   awaited from asyncio; the work is done on the object's
   :class:`~qomhost.aio.context.AioContext` (through
@@ -49,7 +52,7 @@ is re-initialised, so a change counts only for a backend not yet complete.
 from __future__ import annotations
 
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, ClassVar
 
 from qomhost.cryptodev.virtio_crypto import (
@@ -103,6 +106,18 @@ _CHAIN_ORDERS = {
 
 class CryptoDevError(QemuError):
     """A session or request failed (QEMU's text where QEMU reports one)."""
+
+
+def _checked(
+    items: Sequence[tuple[bytes, bytes]], out: Sequence[bytearray | memoryview]
+) -> list[tuple[bytes, bytes]]:
+    """``items`` as bytes, once each output buffer is known to be large enough."""
+    if len(out) != len(items):
+        raise CryptoDevError(f"{len(items)} requests but {len(out)} output buffers")
+    for i, ((_iv, data), target) in enumerate(zip(items, out, strict=True)):
+        if memoryview(target).nbytes < len(data):
+            raise CryptoDevError(f"output buffer {i} is smaller than its {len(data)} bytes")
+    return [(bytes(iv), bytes(data)) for iv, data in items]
 
 
 def cipher_session_info(
@@ -354,6 +369,30 @@ class CryptoDevBackend(Object):
         self._check_session(session, Op.DECRYPT)
         return self._cipher_many(session, [(bytes(iv), bytes(d)) for iv, d in items], queue)
 
+    def encrypt_many_into(
+        self,
+        session: Session,
+        items: Sequence[tuple[bytes, bytes]],
+        out: Sequence[bytearray | memoryview],
+        *,
+        queue: int | None = None,
+    ) -> None:
+        """:meth:`encrypt_many`, each result written to the start of ``out[i]``."""
+        self._check_session(session, Op.ENCRYPT)
+        self._cipher_many(session, _checked(items, out), queue, out)
+
+    def decrypt_many_into(
+        self,
+        session: Session,
+        items: Sequence[tuple[bytes, bytes]],
+        out: Sequence[bytearray | memoryview],
+        *,
+        queue: int | None = None,
+    ) -> None:
+        """:meth:`decrypt_many`, each result written to the start of ``out[i]``."""
+        self._check_session(session, Op.DECRYPT)
+        self._cipher_many(session, _checked(items, out), queue, out)
+
     def encrypt_async(
         self, session: Session, iv: bytes, data: bytes, *, queue: int | None = None
     ) -> Coroutine[Any, Any, bytes]:
@@ -379,10 +418,18 @@ class CryptoDevBackend(Object):
         raise CryptoDevError(f"cryptodev backend '{self.name}' is not ready")
 
     def _cipher_many(
-        self, session: Session, items: list[tuple[bytes, bytes]], queue: int | None
+        self,
+        session: Session,
+        items: list[tuple[bytes, bytes]],
+        queue: int | None,
+        out: Sequence[bytearray | memoryview] | None = None,
     ) -> list[bytes]:
         """By default one request after the other."""
-        return [self._cipher(session, iv, data, queue) for iv, data in items]
+        results = [self._cipher(session, iv, data, queue) for iv, data in items]
+        if out is not None:
+            for result, target in zip(results, out, strict=True):
+                memoryview(target).cast("B")[: len(result)] = result
+        return results
 
     async def _cipher_async(
         self, session: Session, iv: bytes, data: bytes, queue: int | None

@@ -154,7 +154,7 @@ class Batch:
 class _Request:
     """One request in flight: its buffer and who waits for it."""
 
-    __slots__ = ("batch", "buffer", "dst", "future", "index", "length")
+    __slots__ = ("batch", "buffer", "dst", "future", "index", "length", "target")
 
     def __init__(
         self,
@@ -171,6 +171,8 @@ class _Request:
         self.future = future
         self.batch = batch
         self.index = index
+        #: where the caller wants the result (None: a new bytes object)
+        self.target: memoryview | None = None
 
     def finish(self, result: bytes | None, error: BaseException | None = None) -> None:
         if self.batch is not None:
@@ -343,19 +345,23 @@ class DataPath:
         items: Sequence[tuple[bytes, bytes]],
         queue: int | None,
         batch: int,
+        out: Sequence[memoryview] | None = None,
     ) -> Batch:
         """Send ``(iv, data)`` requests in groups of ``batch``, one kick per group.
 
         Groups go to the queues in turn (or all to ``queue``); each is made
         available at once, so the backend takes it in one batch. Blocks
-        while a ring is full. Returns the :class:`Batch` to wait on.
+        while a ring is full. Returns the :class:`Batch` to wait on. With
+        ``out`` (byte views, one per request, each large enough), results
+        are copied there and the batch's results are empty: no memory is
+        allocated per result.
         """
         waiter = Batch(len(items))
         batch = max(1, min(batch, QUEUE_SIZE))
         for start in range(0, len(items), batch):
             q = self._queue(queue)
             self._send(
-                opcode, algo, session_id, items[start : start + batch], q, None, waiter, start
+                opcode, algo, session_id, items[start : start + batch], q, None, waiter, start, out
             )
         return waiter
 
@@ -369,6 +375,7 @@ class DataPath:
         future: concurrent.futures.Future[bytes] | None,
         batch: Batch | None,
         first: int = 0,
+        out: Sequence[memoryview] | None = None,
     ) -> None:
         """Make ``items`` available on ``q`` and kick once (if the ring asks for it)."""
         pack_into = CIPHER_REQUEST.pack_into
@@ -396,6 +403,8 @@ class DataPath:
                 view[dst + n] = 0xFF
                 gpa = buffer.gpa
                 request = _Request(buffer, dst, n, future, batch, index)
+                if out is not None:
+                    request.target = out[index]
                 q.pending.add(request)
                 vq.add(((gpa, dst),), ((gpa + dst, n + 1),), request)
                 index += 1
@@ -496,7 +505,15 @@ class DataPath:
                 dst = token.dst
                 n = token.length
                 status = view[dst + n]
-                done.append((token, bytes(view[dst : dst + n]) if status == Status.OK else status))
+                if status != Status.OK:
+                    done.append((token, status))
+                elif token.target is None:
+                    done.append((token, bytes(view[dst : dst + n])))
+                else:
+                    # Into the caller's buffer: fresh memory for a large
+                    # result costs a page fault per page, more than the copy.
+                    token.target[:n] = view[dst : dst + n]
+                    done.append((token, b""))
                 free = buffers.get(buffer.size)
                 if free is None:
                     buffers[buffer.size] = [buffer]

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from qomhost.cryptodev.virtio_crypto import (
@@ -362,37 +362,43 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
         return future.result()
 
     def _cipher_many(
-        self, session: Session, items: list[tuple[bytes, bytes]], queue: int | None
+        self,
+        session: Session,
+        items: list[tuple[bytes, bytes]],
+        queue: int | None,
+        out: Sequence[bytearray | memoryview] | None = None,
     ) -> list[bytes]:
         datapath = self.datapath
         if datapath is None or not self._ready:
             raise CryptoDevError(f"cryptodev backend '{self.name}' is not ready")
         context = self.data_context
         assert context is not None
-        if context.thread_id not in (None, threading.get_native_id()):
-            opcode = Opcode.CIPHER_ENCRYPT if session.op == Op.ENCRYPT else Opcode.CIPHER_DECRYPT
-            batch = datapath.submit_many(
-                opcode,
-                session.info.cipher_alg,
-                session.id,
-                [(iv, data) for iv, data in items if data],
-                queue,
-                context.batch_limit(),
-            )
-            try:
-                results = batch.wait(self.request_timeout + len(items) * 0.001)
-            except TimeoutError:
-                raise CryptoDevError(
-                    f"no answer from the vhost-user backend in {self.request_timeout:g} s"
-                ) from None
-            if len(results) == len(items):
-                return results
-            # Empty inputs were not sent: put their empty results back.
-            found = iter(results)
-            return [next(found) if data else b"" for _iv, data in items]
-        # On the loop's own thread: one request at a time, each waited for
-        # by running the loop here.
-        return super()._cipher_many(session, items, queue)
+        if context.thread_id in (None, threading.get_native_id()):
+            # On the loop's own thread: one request at a time, each waited
+            # for by running the loop here.
+            return super()._cipher_many(session, items, queue, out)
+        sent = [i for i, (_iv, data) in enumerate(items) if data]  # empty ones are not sent
+        targets = None if out is None else [memoryview(out[i]).cast("B") for i in sent]
+        opcode = Opcode.CIPHER_ENCRYPT if session.op == Op.ENCRYPT else Opcode.CIPHER_DECRYPT
+        batch = datapath.submit_many(
+            opcode,
+            session.info.cipher_alg,
+            session.id,
+            items if len(sent) == len(items) else [items[i] for i in sent],
+            queue,
+            context.batch_limit(),
+            targets,
+        )
+        try:
+            results = batch.wait(self.request_timeout + len(items) * 0.001)
+        except TimeoutError:
+            raise CryptoDevError(
+                f"no answer from the vhost-user backend in {self.request_timeout:g} s"
+            ) from None
+        if len(sent) == len(items):
+            return results
+        found = iter(results)
+        return [next(found) if data else b"" for _iv, data in items]
 
     async def _cipher_async(
         self, session: Session, iv: bytes, data: bytes, queue: int | None
