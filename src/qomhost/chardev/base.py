@@ -3,8 +3,13 @@
 A :class:`Chardev` is a QOM object under ``/chardevs`` with at most one
 *frontend* (a monitor, a vhost-user device) that it tells about opening,
 incoming bytes and closing. Output is buffered and written when the fd is
-writable, so a slow reader never blocks the loop; the buffer is bounded
-and a peer that stops reading past the bound is disconnected.
+writable, so a slow reader never blocks the loop. Past
+:data:`OUTPUT_HIGH_WATER` unread bytes the chardev stops reading the peer's
+input until its output has drained, so a client that sends commands but
+never reads the replies is held back by its own socket buffers instead of
+growing this process (QEMU 7.2 keeps reading and buffers without limit); a
+peer that lets :data:`MAX_OUTPUT_BUFFER` pile up all the same (events, one
+huge reply) is disconnected.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ if TYPE_CHECKING:
 else:
     Protocol = object
 
-__all__ = ["MAX_OUTPUT_BUFFER", "CharFrontend", "Chardev"]
+__all__ = ["MAX_OUTPUT_BUFFER", "OUTPUT_HIGH_WATER", "CharFrontend", "Chardev"]
 
 
 def _log() -> logging.Logger:
@@ -35,6 +40,9 @@ def _log() -> logging.Logger:
 
 #: a peer that lets more than this pile up unread is disconnected
 MAX_OUTPUT_BUFFER = 64 << 20
+#: past this much unread output the peer's input is not read until it drains
+#: (what one read of input can produce on top stays far below the bound above)
+OUTPUT_HIGH_WATER = 1 << 20
 
 
 class CharFrontend(Protocol):
@@ -61,6 +69,8 @@ class Chardev(Object):
         self._out = bytearray()
         self._out_fd = -1
         self.is_open = False
+        #: input is not being read because output piled up
+        self.input_paused = False
 
     def attach(self, context: AioContext, frontend: CharFrontend) -> None:
         """Connect ``frontend``; it hears ``chr_opened`` now if already open."""
@@ -100,10 +110,13 @@ class Chardev(Object):
             _log().warning("%s: peer is not reading its output; disconnecting", self.label)
             self.disconnect()
             return
+        if len(self._out) > OUTPUT_HIGH_WATER:
+            self.input_paused = True
         self._watch_output(True)
 
     def _watch_output(self, on: bool) -> None:
-        """Ask for (or stop asking for) a writable callback on the output fd."""
+        """Ask for (or stop asking for) a writable callback on the output fd,
+        and for a readable one unless :attr:`input_paused`."""
 
     def _flush(self) -> None:
         while self._out:
@@ -115,6 +128,8 @@ class Chardev(Object):
                 self.disconnect()
                 return
             del self._out[:sent]
+        # Drained: the peer's input is read again.
+        self.input_paused = False
         self._watch_output(False)
 
     def flush_blocking(self) -> None:
@@ -128,6 +143,7 @@ class Chardev(Object):
                 del self._out[:sent]
         except OSError:
             self._out.clear()
+        self.input_paused = False
 
     def disconnect(self) -> None:
         """Drop the current peer."""
@@ -141,6 +157,7 @@ class Chardev(Object):
         was_open = self.is_open
         self.is_open = False
         self._out.clear()
+        self.input_paused = False
         if was_open and self.frontend is not None:
             self.frontend.chr_closed()
 

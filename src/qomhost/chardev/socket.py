@@ -391,9 +391,9 @@ class ChardevSocket(Chardev):
     def _watch_output(self, on: bool) -> None:
         if self.context is None or self._sock is None:
             return
-        self.context.set_fd_handler(
-            self._sock.fileno(), self._on_readable, self._flush if on else None
-        )
+        reader = None if self.input_paused else self._on_readable
+        # A paused peer that hangs up is noticed when its output fails to go.
+        self.context.set_fd_handler(self._sock.fileno(), reader, self._flush if on else None)
 
     def disconnect(self) -> None:
         sock, self._sock = self._sock, None
