@@ -20,7 +20,7 @@ checked instead:
   ``setkey`` then fails with EINVAL and the backend keeps serving.
 * After the backend is killed and restarted, QEMU 7.2 reconnects
   (``reconnect=``) and repeats the handshake, but it cannot stop that
-  device any more: a guest reset, ``quit`` or SIGTERM makes it stop a vhost
+  device any more: ``system_reset`` or ``quit`` makes it stop a vhost
   device it never started and it crashes (SIGSEGV in the unmap of a ring
   it never mapped). So the QEMU that lost its backend is checked up to the
   reconnect and then killed, and a new boot checks that the restarted
