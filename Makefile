@@ -1,5 +1,6 @@
 # make demo  - set up and run the seed's examples end to end
 # make test  - set up and run every test (lint and types included)
+# make soak  - the reliability tests at full size (docs/reliability.md)
 # make fuzz  - run every fuzz target FUZZ_RUNS times (FUZZ_TARGETS: a subset)
 
 VENV   := .venv
@@ -45,6 +46,15 @@ typecheck: $(STAMP)
 
 test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# The tests of docs/reliability.md with QOMHOST_SOAK=1: 64 QMP clients x 10 000
+# commands, 100 vhost-user peer kills each way, 1 000 rule-file rewrites and
+# 1 000 iothread cycles; each prints its figures.
+SOAK_TESTS := tests/integration/test_qmp_load.py tests/integration/test_vhost_user_peer_faults.py \
+              tests/integration/test_authz_listfile_churn.py tests/integration/test_iothread_churn.py
+
+soak: $(STAMP) system-deps
+	QOMHOST_SOAK=1 $(PY) -m pytest -q -s -p no:cacheprovider $(SOAK_TESTS)
 
 bench: $(STAMP) system-deps
 	$(VENV)/bin/pip install -q -e '.[bench]'
