@@ -181,8 +181,8 @@ class _Frontend:
         try:
             self.session.close()
         except CryptoDevError as err:
-            # Seen now and then: the backend dropped the connection after
-            # the timed runs, having read 0 as a ring's avail index (open bug).
+            # The backend may have dropped the connection; say so and go on
+            # (it once did now and then, reading a half-written avail index).
             log(f"cryptodev: closing the session failed: {err.desc}")
         self.host.close()
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import struct
 from collections.abc import Callable
 from typing import Protocol
 
@@ -104,8 +103,6 @@ log = logging.getLogger("qomhost.vhost_user.backend")
 VIRTIO_F_INDIRECT_DESC = VIRTIO_RING_F_INDIRECT_DESC
 VIRTIO_F_EVENT_IDX = VIRTIO_RING_F_EVENT_IDX
 
-_U16 = struct.Struct("<H")
-
 #: the largest split ring the virtio specification allows
 MAX_RING_SIZE = MAX_QUEUE_SIZE
 
@@ -151,7 +148,8 @@ class Vring:
         self.err_fd: int | None = None
         self.enabled: bool | None = None
         self.queue: DeviceVirtqueue | None = None
-        #: the avail_event field, written by the backend although EVENT_IDX
+        #: the avail_event field (as one u16, stored in one access: see
+        #: :mod:`~qomhost.vhost_user.virtqueue`), written by the backend although EVENT_IDX
         #: was not negotiated (see :meth:`rearm`)
         self.avail_event: memoryview | None = None
 
@@ -171,7 +169,7 @@ class Vring:
             return False
         queue.set_notification(True)
         if self.avail_event is not None:
-            _U16.pack_into(self.avail_event, 0, queue.last_avail_idx)
+            self.avail_event[0] = queue.last_avail_idx
             full_barrier()
         return queue.has_available()
 
@@ -510,7 +508,9 @@ class VhostUserBackend:
             # there in a split ring and unused without EVENT_IDX, so keeping
             # it current costs nothing and loses no kick either way.
             with contextlib.suppress(GuestMemoryError):
-                vring.avail_event = self.memory.view_uva(vring.used_addr + 4 + 8 * vring.num, 2)
+                vring.avail_event = self.memory.view_uva(
+                    vring.used_addr + 4 + 8 * vring.num, 2
+                ).cast("H")
         vring.queue = queue
         self.device.on_ring_ready(vring)
         if self.listener is not None:

@@ -22,10 +22,19 @@ The two ends share memory without locks, so the order in which stores
 become visible is the protocol: a ring entry must be visible before the
 index that publishes it, and an index must be read before the entries it
 covers. This module assumes x86-64 (TSO): stores become visible in
-program order and loads are not reordered with other loads, and Python
-stores through a ``memoryview`` (``struct.pack_into``) are plain stores
-issued in program order. Every publish therefore writes the entries
-first and the index last, and every consumer reads the index first.
+program order and loads are not reordered with other loads. Every
+publish therefore writes the entries first and the index last, and every
+consumer reads the index first.
+
+A 16-bit field the other end may read at any moment (flags, ``idx``,
+``used_event``, ``avail_event``) is stored with one 16-bit store, through
+a ``memoryview`` cast to ``"H"`` (native order, little-endian here), and
+never with ``struct.pack_into``: that one clears its target before it
+writes the value, so the other end could read 0 in between -- an avail
+index gone back to 0 is a broken ring ("Guest moved used index from N
+to 0"), a used index at 0 a device returning what it never had, an event
+index at 0 a lost notification. ``struct`` stays for what is written
+before it is published (descriptors, ring entries, used elements).
 
 The one reordering TSO does allow -- a load passing an earlier store --
 matters where an end publishes something and then reads the other end's
@@ -89,7 +98,6 @@ MAX_QUEUE_SIZE = 32768
 
 _DESC = struct.Struct("<QIHH")
 _DESC_SIZE = _DESC.size
-_U16 = struct.Struct("<H")
 _ELEM = struct.Struct("<II")
 _U16_MASK = 0xFFFF
 # an event index this far from the current one means "not for a long while":
@@ -247,13 +255,17 @@ class DeviceVirtqueue:
         self.memory = memory
         self.num = num
         self.event_idx = event_idx
+        # the rings' 16-bit fields, each read and stored in one access
+        self._avail16 = self._avail.cast("H")
+        self._used16 = self._used.cast("H")
         #: the next available-ring index to take; GET_VRING_BASE answers it
         self.last_avail_idx = last_avail_idx & _U16_MASK
         #: the used-ring index the device writes next, from the ring itself
-        self.used_idx: int = _U16.unpack_from(self._used, 2)[0]
+        self.used_idx: int = self._used16[1]
         self._mask = num - 1
-        self._used_event_at = 4 + 2 * num
-        self._avail_event_at = 4 + _ELEM.size * num
+        # in 16-bit units: used_event in the avail ring, avail_event in the used ring
+        self._used_event_at = 2 + num
+        self._avail_event_at = (4 + _ELEM.size * num) // 2
         self._notification = True
         # the used index at the last notification, for the event-idx rule
         self._signalled_used = 0
@@ -281,7 +293,7 @@ class DeviceVirtqueue:
         )
 
     def _avail_idx(self) -> int:
-        idx: int = _U16.unpack_from(self._avail, 2)[0]
+        idx: int = self._avail16[1]
         return idx
 
     def has_available(self) -> bool:
@@ -306,10 +318,10 @@ class DeviceVirtqueue:
             # QEMU's and libvhost-user's wording, although it is the avail index
             raise VirtqueueError(f"Guest moved used index from {last} to {avail_idx}")
         # the index was read above, so the entry it covers is complete
-        head: int = _U16.unpack_from(self._avail, 4 + 2 * (last & self._mask))[0]
+        head: int = self._avail16[2 + (last & self._mask)]
         self.last_avail_idx = (last + 1) & _U16_MASK
         if self.event_idx and self._notification:
-            _U16.pack_into(self._used, self._avail_event_at, self.last_avail_idx)
+            self._used16[self._avail_event_at] = self.last_avail_idx
         if head >= self.num:
             raise VirtqueueError(f"Guest says index {head} is available")
         return self._map_chain(head)
@@ -381,7 +393,7 @@ class DeviceVirtqueue:
             idx = (idx + 1) & _U16_MASK
         if idx == old:
             return
-        _U16.pack_into(used, 2, idx)
+        self._used16[1] = idx
         self.used_idx = idx
         # the last notified index fell out of the window the event rule can
         # compare against: the next check must notify
@@ -402,13 +414,13 @@ class DeviceVirtqueue:
         # state is read, or both ends could decide not to act
         full_barrier()
         if not self.event_idx:
-            flags: int = _U16.unpack_from(self._avail, 0)[0]
+            flags: int = self._avail16[0]
             return not flags & VRING_AVAIL_F_NO_INTERRUPT
         valid = self._signalled_valid
         old = self._signalled_used
         new = self._signalled_used = self.used_idx
         self._signalled_valid = True
-        event: int = _U16.unpack_from(self._avail, self._used_event_at)[0]
+        event: int = self._avail16[self._used_event_at]
         return not valid or vring_need_event(event, new, old)
 
     def set_notification(self, enabled: bool) -> None:
@@ -420,14 +432,14 @@ class DeviceVirtqueue:
         self._notification = enabled
         if self.event_idx:
             event = self._avail_idx() if enabled else (self.last_avail_idx + _FAR) & _U16_MASK
-            _U16.pack_into(self._used, self._avail_event_at, event)
+            self._used16[self._avail_event_at] = event
         else:
-            flags: int = _U16.unpack_from(self._used, 0)[0]
+            flags: int = self._used16[0]
             if enabled:
                 flags &= ~VRING_USED_F_NO_NOTIFY
             else:
                 flags |= VRING_USED_F_NO_NOTIFY
-            _U16.pack_into(self._used, 0, flags)
+            self._used16[0] = flags
         if enabled:
             full_barrier()
 
@@ -484,9 +496,13 @@ class DriverVirtqueue:
         self._used = memory.view(self.used_gpa, vring_sizes(num)[2])
         for ring in (self._desc, self._avail, self._used):
             ring[:] = bytes(ring.nbytes)
+        # the rings' 16-bit fields, each read and stored in one access
+        self._avail16 = self._avail.cast("H")
+        self._used16 = self._used.cast("H")
         self._mask = num - 1
-        self._used_event_at = 4 + 2 * num
-        self._avail_event_at = 4 + _ELEM.size * num
+        # in 16-bit units: used_event in the avail ring, avail_event in the used ring
+        self._used_event_at = 2 + num
+        self._avail_event_at = (4 + _ELEM.size * num) // 2
         # free descriptors as a stack; the ring itself is never trusted for it
         self._free = list(range(num - 1, -1, -1))
         # per head: the descriptors it holds (None when not in flight), its
@@ -595,9 +611,10 @@ class DriverVirtqueue:
         self._in_len[head] = sum(length for _gpa, length in in_)
         self._in_flight += 1
         # the chain and the ring entry first, then the index that publishes them
-        _U16.pack_into(self._avail, 4 + 2 * (self._avail_idx & self._mask), head)
+        avail16 = self._avail16
+        avail16[2 + (self._avail_idx & self._mask)] = head
         self._avail_idx = (self._avail_idx + 1) & _U16_MASK
-        _U16.pack_into(self._avail, 2, self._avail_idx)
+        avail16[1] = self._avail_idx
         self._num_added += 1
         return head
 
@@ -646,12 +663,12 @@ class DriverVirtqueue:
         added = self._num_added
         self._num_added = 0
         if not self.event_idx:
-            flags: int = _U16.unpack_from(self._used, 0)[0]
+            flags: int = self._used16[0]
             return not flags & VRING_USED_F_NO_NOTIFY
         if added >= _FAR:
             return True
         new = self._avail_idx
-        event: int = _U16.unpack_from(self._used, self._avail_event_at)[0]
+        event: int = self._used16[self._avail_event_at]
         return vring_need_event(event, new, (new - added) & _U16_MASK)
 
     def get_used(self) -> list[tuple[object, int]]:
@@ -667,7 +684,7 @@ class DriverVirtqueue:
         if self.broken is not None:
             raise VirtqueueError(f"virtqueue is broken: {self.broken}")
         used = self._used
-        used_idx: int = _U16.unpack_from(used, 2)[0]
+        used_idx: int = self._used16[1]
         last = self._last_used
         pending = (used_idx - last) & _U16_MASK
         done: list[tuple[object, int]] = []
@@ -689,7 +706,7 @@ class DriverVirtqueue:
             last = (last + 1) & _U16_MASK
         self._last_used = last
         if self.event_idx and self._callbacks:
-            _U16.pack_into(self._avail, self._used_event_at, last)
+            self._avail16[self._used_event_at] = last
         return done
 
     def has_used(self) -> bool:
@@ -698,7 +715,7 @@ class DriverVirtqueue:
         Cheap enough for a poll handler: one 16-bit load, no lock. An answer
         that is stale by the time the caller acts only delays the work.
         """
-        return bool(_U16.unpack_from(self._used, 2)[0] != self._last_used)
+        return bool(self._used16[1] != self._last_used)
 
     def used_since_rearm(self) -> bool:
         """After :meth:`get_used` with callbacks on: did more used entries arrive?
@@ -714,7 +731,7 @@ class DriverVirtqueue:
         if not self.event_idx or not self._callbacks:
             return False
         full_barrier()
-        return bool(_U16.unpack_from(self._used, 2)[0] != self._last_used)
+        return bool(self._used16[1] != self._last_used)
 
     def _detach(self, head: int) -> object:
         ids = self._chains[head]
@@ -754,22 +771,22 @@ class DriverVirtqueue:
         """
         self._callbacks = True
         if self.event_idx:
-            _U16.pack_into(self._avail, self._used_event_at, self._last_used)
+            self._avail16[self._used_event_at] = self._last_used
         else:
             self._avail_flags &= ~VRING_AVAIL_F_NO_INTERRUPT
-            _U16.pack_into(self._avail, 0, self._avail_flags)
+            self._avail16[0] = self._avail_flags
         full_barrier()
-        return bool(_U16.unpack_from(self._used, 2)[0] != self._last_used)
+        return bool(self._used16[1] != self._last_used)
 
     def disable_callbacks(self) -> None:
         """Tell the device that used-buffer notifications are not needed (a hint)."""
         self._callbacks = False
         if self.event_idx:
             # the spec wants flags 0 with event idx: push the event far away instead
-            _U16.pack_into(self._avail, self._used_event_at, (self._last_used + _FAR) & _U16_MASK)
+            self._avail16[self._used_event_at] = (self._last_used + _FAR) & _U16_MASK
         else:
             self._avail_flags |= VRING_AVAIL_F_NO_INTERRUPT
-            _U16.pack_into(self._avail, 0, self._avail_flags)
+            self._avail16[0] = self._avail_flags
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -781,6 +798,8 @@ class DriverVirtqueue:
         if self.broken == "released":
             return
         self.detach_all()
+        self._avail16.release()
+        self._used16.release()
         self._desc.release()
         self._avail.release()
         self._used.release()
