@@ -27,7 +27,7 @@ from qomhost.aio.context import AioContext
 from qomhost.chardev.socket import ChardevSocket, SocketAddress
 from qomhost.vhost_user.frontend import Channel, Conversation, Ring, VhostDev
 from qomhost.vhost_user.memory import GuestAllocator, GuestMemory
-from qomhost.vhost_user.protocol import Config, Message, Request
+from qomhost.vhost_user.protocol import Config, Message, ProtocolFeature, Request
 from qomhost.vhost_user.virtqueue import (
     VIRTIO_RING_F_EVENT_IDX,
     VIRTIO_RING_F_INDIRECT_DESC,
@@ -119,7 +119,8 @@ class BlkFrontend:
             0, num_queues, config_space=True, backend_channel=self.channel.backend_channel
         )
         self.channel.run(self.dev.init())
-        self.memory = GuestMemory.allocate(1 << 20)
+        # two regions: qsd offers CONFIGURE_MEM_SLOTS, so each is an ADD_MEM_REG
+        self.memory = GuestMemory.allocate(1 << 20, regions=2)
         self.allocator = GuestAllocator(self.memory)
         self.queues: list[DriverVirtqueue] = []
         self.kick_fds: list[int] = []
@@ -271,6 +272,8 @@ def test_handshake_config_and_features(blk: tuple[BlkFrontend, StorageDaemon]) -
     (num_queues,) = struct.unpack_from("<H", config, 34)
     assert capacity == daemon.size // SECTOR
     assert num_queues == 2
+    # the memory then goes as one ADD_MEM_REG per region, as QEMU 7.2 sends it
+    assert frontend.dev.has_protocol_feature(ProtocolFeature.CONFIGURE_MEM_SLOTS)
     acked = frontend.start()
     assert acked >> VIRTIO_F_VERSION_1 & 1
     assert acked >> VIRTIO_RING_F_EVENT_IDX & 1 == frontend.event_idx

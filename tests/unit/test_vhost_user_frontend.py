@@ -211,6 +211,31 @@ def test_start_and_stop(fds: list[int]) -> None:
     dev.close()
 
 
+def test_start_with_configure_mem_slots_adds_each_region(fds: list[int]) -> None:
+    # QEMU 7.2 sends no SET_MEM_TABLE once CONFIGURE_MEM_SLOTS (bit 15) is
+    # negotiated: one ADD_MEM_REG per region, each acknowledged (REPLY_ACK)
+    dev = VhostDev(0, 1, backend_channel=channel_fd(fds))
+    drive(dev.init(), backend(features=(1 << 30) | (1 << 32), protocol=(1 << 3) | (1 << 15)))
+    kick, call, mem0, mem1 = (os.eventfd(0) for _ in range(4))
+    fds += [kick, call, mem0, mem1]
+    table = MemTable(
+        (
+            MemoryRegion(0, 1 << 20, 0x7F0000000000, 0, mem0),
+            MemoryRegion(1 << 20, 1 << 20, 0x7F0000100000, 0, mem1),
+        )
+    )
+    ring = Ring(0, 256, 0x7F0000001000, 0x7F0000002000, 0x7F0000003000, kick, call)
+    sent, _ = drive(dev.start(1 << 32, table, [ring]), backend())
+    assert summary(sent)[:4] == [
+        ("SET_FEATURES", 1, 8, 0),
+        ("ADD_MEM_REG", 9, 40, 1),
+        ("ADD_MEM_REG", 9, 40, 1),
+        ("SET_VRING_NUM", 1, 8, 0),
+    ]
+    assert [m.fds for m in sent[1:3]] == [(mem0,), (mem1,)]
+    dev.close()
+
+
 def test_crypto_session_needs_the_feature() -> None:
     dev = VhostDev(0, 1)
     drive(dev.init(), backend(features=0))

@@ -63,6 +63,7 @@ from qomhost.vhost_user.protocol import (
     U64,
     CryptoSession,
     Empty,
+    MemReg,
     MemTable,
     Message,
     ProtocolFeature,
@@ -248,7 +249,7 @@ class VhostDev:
     @property
     def first(self) -> bool:
         """The device of virtqueue 0: only it sends the one-time requests
-        (SET_OWNER, GET_QUEUE_NUM, SET_MEM_TABLE, SET_SLAVE_REQ_FD)."""
+        (SET_OWNER, GET_QUEUE_NUM, the memory table, SET_SLAVE_REQ_FD)."""
         return self.vq_index == 0
 
     def close(self) -> None:
@@ -360,8 +361,9 @@ class VhostDev:
         self, features: int, memory: MemTable | None, rings: Sequence[Ring]
     ) -> Conversation[None]:
         """Start the rings: SET_FEATURES (``features`` the backend offered,
-        plus F_PROTOCOL_FEATURES when negotiated), SET_MEM_TABLE (first
-        device only; acknowledged with REPLY_ACK), then per ring
+        plus F_PROTOCOL_FEATURES when negotiated), the memory (first device
+        only: SET_MEM_TABLE, or with CONFIGURE_MEM_SLOTS one ADD_MEM_REG per
+        region, as QEMU 7.2; each acknowledged with REPLY_ACK), then per ring
         SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR, SET_VRING_KICK,
         SET_VRING_CALL, and SET_VRING_ENABLE 1 when protocol features are on.
         """
@@ -370,7 +372,11 @@ class VhostDev:
             acked |= F_PROTOCOL_FEATURES_MASK
         yield U64(Request.SET_FEATURES, acked)
         if memory is not None and self.first:
-            yield from self._ack(MemTable(memory.regions, self._ack_flags()))
+            if self.has_protocol_feature(ProtocolFeature.CONFIGURE_MEM_SLOTS):
+                for region in memory.regions:
+                    yield from self._ack(MemReg(Request.ADD_MEM_REG, region, self._ack_flags()))
+            else:
+                yield from self._ack(MemTable(memory.regions, self._ack_flags()))
         for ring in rings:
             yield VringState(Request.SET_VRING_NUM, ring.index, ring.num)
             yield VringState(Request.SET_VRING_BASE, ring.index, ring.base)
