@@ -256,6 +256,11 @@ def test_guest_drives_backend(
         f"{len(sessions.created)} created, {len(sessions.closed)} closed",
     )
     c.check("no close of an unknown session", sessions.unknown_closes == 0, sessions)
+    c.check(
+        "every session came in QEMU 7.2's 632-byte layout",
+        log.count("(qemu-7.2 layout,") == len(sessions.created),
+        log[-3000:],
+    )
     c.check("the backend is still running", backend.running(), log[-3000:])
     c.check("the backend logged no traceback", "Traceback" not in log, log[-3000:])
     c.assert_all()
@@ -319,6 +324,12 @@ def test_guest_backend_killed_and_restarted(
         status2 = guest2.wait(BOOT_TIMEOUT)
         c.check("boot 2: QEMU exits 0 at power-off", status2 == 0, (status2, guest2.stderr()))
     log = second.stderr()
+    sessions = session_log(log)
+    c.check(
+        "boot 2: sessions created and closed in balance",
+        sessions.created and sorted(sessions.created) == sorted(sessions.closed),
+        f"{len(sessions.created)} created, {len(sessions.closed)} closed",
+    )
     c.check("the restarted backend is still running", second.running(), log[-3000:])
     c.check("the restarted backend logged no traceback", "Traceback" not in log, log[-3000:])
     c.assert_all()
