@@ -335,3 +335,41 @@ def test_backend_killed_mid_run(
     assert not dev.ready
     with pytest.raises(CryptoDevError, match=r"is not ready|is gone"):
         dev.encrypt(session, bytes(16), bytes(16))
+
+
+def test_object_del_stops_the_rings_first(tmp_path: Path, loophost: LoopHost) -> None:
+    """object-del of a device whose rings run stops them as QEMU's vhost_dev_stop
+    does (SET_VRING_ENABLE 0, GET_VRING_BASE) before their memory goes away."""
+    path = str(tmp_path / "crypto.sock")
+    log_path = tmp_path / "backend.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [BACKEND, "--socket-path", path, "--queues", "2", "-v"], stderr=log_file
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        loophost.chardev(path)
+        dev = loophost.device(queues=2)
+        loophost.start()
+        key, expected = NIST["aes-256-cbc"]
+        with dev.create_session("aes-256-cbc", key=key) as session:
+            for queue in (0, 1):
+                assert dev.encrypt(session, NIST_IV, NIST_PT, queue=queue) == expected
+        loophost.call(lambda: loophost.host.del_object("cv0"))
+        deadline = time.monotonic() + 10
+        while "frontend disconnected" not in (text := log_path.read_text()):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.02)
+        requests = [line.split(": <- ", 1)[1] for line in text.splitlines() if ": <- " in line]
+        for index in (0, 1):
+            # per ring, as vhost_dev_stop: disabled, then its base asked for
+            stop = [r for r in requests if f"index={index} num=0" in r][-2:]
+            assert [r.split(" ")[0] for r in stop] == ["SET_VRING_ENABLE", "GET_VRING_BASE"], text
+        assert requests.index("CLOSE_CRYPTO_SESSION (27) value=0x0") < len(requests) - 4
+        assert proc.poll() is None, "the backend must keep serving"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -535,6 +535,24 @@ class DataPath:
             self.on_failure(f"vhost-user crypto queue {q.index}: {broken}")
 
     # --- the end ---------------------------------------------------------------------
+    def stop_rings(self) -> None:
+        """Stop every started ring as QEMU's ``vhost_dev_stop`` does
+        (SET_VRING_ENABLE 0, GET_VRING_BASE), before the rings' memory goes
+        away, so the backend stops reading them first. A backend that
+        cannot be talked to any more is not waited for."""
+        with self._start_lock:
+            started = bool(self.queues) and not self.closed
+        if not started:
+            return
+        for dev in self.devs:
+            if not dev.started:
+                continue
+            try:
+                self.channel.run(dev.stop([dev.vq_index]))
+            except VhostUserError as err:
+                log.warning("cannot stop vhost-user crypto queue %d: %s", dev.vq_index, err.desc)
+                return
+
     def close(
         self,
         reason: str = "vhost-user backend disconnected",

@@ -287,6 +287,8 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
         self.devs.clear()
 
     def finalize(self) -> None:
+        if self._ready and self.datapath is not None:
+            self.datapath.stop_rings()
         self._ready = False
         if self.channel is not None:
             self.channel.close()
