@@ -576,6 +576,10 @@ class CryptoSession(Message):
     def __init__(self, session: bytes, flags: int = FLAGS_REQUEST) -> None:
         self._init(Request.CREATE_CRYPTO_SESSION, flags, bytes(session))
 
+    def __repr__(self) -> str:
+        # The payload holds the session's cipher and auth keys.
+        return f"CryptoSession(flags={self.flags}, session=<{len(self.session)} bytes>)"
+
     def payload(self) -> bytes:
         return self.session
 
