@@ -184,46 +184,75 @@ def _plan(cases: tuple[Case, ...], seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Measured:
+    rate: float  #: bytes per second, all guest processes together
+    requests: int
+    backend_cpu: float | None  #: the backend process's CPU seconds meanwhile
+
+
 def _boot(
-    files: Files, workdir: Path, device_args: list[str], cases: tuple[Case, ...], seconds: float
-) -> dict[Case, float]:
-    """One boot measuring ``cases``; bytes per second (all jobs together) for each."""
+    files: Files,
+    workdir: Path,
+    device_args: list[str],
+    cases: tuple[Case, ...],
+    seconds: float,
+    backend_pid: int | None = None,
+) -> dict[Case, Measured]:
+    """One boot measuring ``cases`` in order."""
     initrd = guestvm.build_initrd(
         files.kernel, files.busybox, files.afalg, _plan(cases, seconds), workdir / "initrd.gz"
     )
-    timeout = 180 + 2 * seconds * len(cases)
+    boot_timeout = 180.0
+    case_timeout = 60 + 2 * seconds
+    out: dict[Case, Measured] = {}
     with guestvm.Guest(
         files.kernel, initrd, workdir, device_args, append="cryptomgr.notests=1"
     ) as guest:
-        # a guest that got an error may hang on its next request: stop there
-        end = guest.wait_line(r"^(plan-done|afalg error)", timeout)
-        status = guest.wait(30) if end is not None and "error" not in end[1] else None
-        lines = guest.matching(r"^(case|afalg (bench|error))")
-    done: dict[Case, list[dict[str, str]]] = {}
-    for line in lines:
-        if line.startswith("case "):
-            f = guestvm.fields(line)
-            current = done.setdefault((int(f["len"]), int(f["jobs"])), [])
-        elif "bench" in line:
-            current.append(guestvm.fields(line))
-    if (
-        status != 0
-        or any("error" in x for x in lines)
-        or any(len(done.get(case, ())) != case[1] for case in cases)
-    ):
-        raise RuntimeError(
-            f"boot in {workdir} failed (QEMU status {status}): {lines}\n"
-            f"{guest.stderr()}\n{guest.serial()[-3000:]}"
-        )
-    out: dict[Case, float] = {}
-    for case, runs in done.items():
-        total = sum(int(f["ops"]) * int(f["len"]) for f in runs)
-        out[case] = total / (max(int(f["ns"]) for f in runs) / 1e9)
+
+        def failed(why: str) -> RuntimeError:
+            return RuntimeError(
+                f"boot in {workdir} failed: {why}\n{guest.stderr()}\n{guest.serial()[-3000:]}"
+            )
+
+        at = 0
+        for case in cases:
+            size, jobs = case
+            found = guest.wait_line(rf"^case len={size} jobs={jobs}$", boot_timeout, at)
+            if found is None:
+                raise failed(f"no start of {case}")
+            at = found[0] + 1
+            cpu0 = _cpu_seconds(backend_pid) if backend_pid else None
+            runs = []
+            for _ in range(jobs):
+                found = guest.wait_line(r"^afalg (bench|error)", case_timeout, at)
+                if found is None or "error" in found[1]:
+                    # a guest that got an error may hang on its next request
+                    raise failed(f"{case}: {found}")
+                at = found[0] + 1
+                runs.append(guestvm.fields(found[1]))
+            cpu1 = _cpu_seconds(backend_pid) if backend_pid else None
+            total = sum(int(f["ops"]) * int(f["len"]) for f in runs)
+            out[case] = Measured(
+                rate=total / (max(int(f["ns"]) for f in runs) / 1e9),
+                requests=sum(int(f["ops"]) for f in runs),
+                backend_cpu=None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
+            )
+        status = guest.wait(case_timeout)
+        if status != 0:
+            raise failed(f"QEMU exit status {status}")
     return out
 
 
 @contextlib.contextmanager
-def _qomhost_backend(workdir: Path) -> Iterator[list[str]]:
+def _qomhost_backend(workdir: Path) -> Iterator[tuple[list[str], int]]:
     path = workdir / "qomhost.sock"
     proc = subprocess.Popen(
         [str(VENV_BIN / "qomhost-vhost-user-crypto"), "--socket-path", str(path)],
@@ -235,7 +264,7 @@ def _qomhost_backend(workdir: Path) -> Iterator[list[str]]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"qomhost-vhost-user-crypto did not start: {proc.returncode}")
             time.sleep(0.05)
-        yield guestvm.vhost_user_crypto_args(path)
+        yield guestvm.vhost_user_crypto_args(path), proc.pid
     finally:
         proc.terminate()
         proc.wait(30)
@@ -262,6 +291,8 @@ class GuestCryptoResult:
     seconds: float
     #: backend -> case -> bytes per second, one per round
     rates: dict[str, dict[Case, list[float]]] = field(default_factory=dict)
+    #: case -> qomhost-vhost-user-crypto's CPU seconds per request, one per round
+    cpu: dict[Case, list[float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
     def markdown(self) -> str:
@@ -279,14 +310,24 @@ class GuestCryptoResult:
             ours = self.rates.get(BACKENDS[0], {}).get(case)
             builtin = self.rates.get(BACKENDS[1], {}).get(case)
             row.append(f"{median(ours) / median(builtin):.2f}x" if ours and builtin else "-")
+            cpu = self.cpu.get(case)
+            row.append(f"{median(cpu) * 1e6:.0f} us" if cpu else "-")
             rows.append(row)
         rounds = max((len(v) for r in self.rates.values() for v in r.values()), default=0)
-        head = ["request", "guest processes", *BACKENDS, "qomhost / builtin"]
+        head = [
+            "request",
+            "guest processes",
+            *BACKENDS,
+            "qomhost / builtin",
+            "qomhost CPU per request",
+        ]
         text = table(head, rows)
         text += (
             f"\n\nGuest AF_ALG `{guestvm.VIRTIO_AES_CBC}` (AES-256-CBC encrypt; each guest "
             f"process one request at a time) for {self.seconds:g} s per row; all processes' "
-            f"bytes together; medians of {rounds} round(s), one boot per backend per round."
+            f"bytes together; medians of {rounds} round(s), one boot per backend per round. "
+            "The last column is the backend process's user and system CPU time while the "
+            "row ran, divided by the requests served."
         )
         for backend, why in self.skipped.items():
             text += f"\n{backend}: not measured ({why})."
@@ -310,22 +351,25 @@ def run(rounds: int = 3, seconds: float = 5.0) -> GuestCryptoResult:
             with tempfile.TemporaryDirectory(prefix="gc", dir="/tmp") as tmp:
                 workdir = Path(tmp)
                 if backend == BACKENDS[0]:
-                    with _qomhost_backend(workdir) as args:
-                        rates = _boot(files, workdir, args, CASES, seconds)
+                    with _qomhost_backend(workdir) as (args, pid):
+                        measured = _boot(files, workdir, args, CASES, seconds, pid)
                 elif backend == BACKENDS[1]:
                     args = guestvm.builtin_crypto_args()
                     args[-1] += ",vectors=0"
-                    rates = _boot(files, workdir, args, CASES, seconds)
+                    measured = _boot(files, workdir, args, CASES, seconds)
                 else:
                     assert dpdk_program is not None
                     with _dpdk_backend(workdir, dpdk_program) as args:
-                        rates = _boot(files, workdir, args, DPDK_CASES, seconds)
-            for case, rate in rates.items():
-                result.rates.setdefault(backend, {}).setdefault(case, []).append(rate)
+                        measured = _boot(files, workdir, args, DPDK_CASES, seconds)
+            for case, m in measured.items():
+                result.rates.setdefault(backend, {}).setdefault(case, []).append(m.rate)
+                if m.backend_cpu is not None:
+                    per_request = m.backend_cpu / max(m.requests, 1)
+                    result.cpu.setdefault(case, []).append(per_request)
             log(
                 f"guest_crypto: round {i + 1} {backend}: "
                 + ", ".join(
-                    f"{s // KIB} KiB x{j} {r / 1e6:.1f} MB/s" for (s, j), r in rates.items()
+                    f"{s // KIB} KiB x{j} {m.rate / 1e6:.1f} MB/s" for (s, j), m in measured.items()
                 )
             )
     return result
