@@ -595,6 +595,12 @@ def _exposed_address(chardev: object) -> str | None:
     QEMU says nothing; qomhost warns, because a monitor is full control of
     the process and plain TCP on a reachable address gives it to anyone.
     """
+    import sys
+
+    if "qomhost.chardev.socket" not in sys.modules:
+        # No socket chardev exists; a stdio-only start-up stays without the
+        # socket module (tests/unit/test_startup_imports.py).
+        return None
     from qomhost.chardev.socket import ChardevSocket
 
     if not isinstance(chardev, ChardevSocket) or not chardev.server:
