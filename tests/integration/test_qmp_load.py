@@ -216,6 +216,27 @@ def test_a_client_that_never_reads_is_held_back(procs: Processes) -> None:
         read_flood(flooder, sent, rest)
 
 
+def test_heavy_replies_to_one_read_wait_for_the_client(procs: Processes) -> None:
+    """One read of input holds 500 commands whose replies weigh 60 KiB each:
+    they are run only as fast as the client reads, not all at once into
+    the output buffer (30 MB, past which the process would have grown)."""
+    huge = "y" * 60_000
+    path = procs.workdir / "h.sock"
+    args = ["-object", f"secret,id=huge,data={huge}", "-qmp", f"unix:{path},server=on,wait=off"]
+    proc = procs.start(program("qomhost"), args)
+    proc.wait_listening(path)
+    with QmpConn.unix(path) as client:
+        client.greet()
+        rss_before = rss_kib(proc.pid)
+        get = '{"execute": "qom-get", "id": %d, "arguments": {"path": "/objects/huge", '
+        client.send("".join(get % n + '"property": "data"}}' for n in range(500)).encode())
+        time.sleep(1)
+        grown = rss_kib(proc.pid) - rss_before
+        assert grown < 8 << 10, f"grew by {grown} KiB"
+        for n in range(500):
+            assert client.reply() == {"id": n, "return": huge}
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_second_client_waits_for_the_first(procs: Processes, kind: str) -> None:
     """Connected but unanswered (no greeting) until the first client leaves."""

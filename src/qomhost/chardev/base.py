@@ -57,6 +57,9 @@ class CharFrontend(Protocol):
     def chr_closed(self) -> None:
         """The other end went away."""
 
+    # Optional: ``chr_drained()``, called when output that had piled up (and
+    # paused the input) has all been written.
+
 
 class Chardev(Object):
     """``chardev``: the abstract character device."""
@@ -128,9 +131,13 @@ class Chardev(Object):
                 self.disconnect()
                 return
             del self._out[:sent]
-        # Drained: the peer's input is read again.
-        self.input_paused = False
+        # Drained: the peer's input is read again, and the frontend goes on
+        # with input it had received before the pause.
+        was_paused, self.input_paused = self.input_paused, False
         self._watch_output(False)
+        drained = getattr(self.frontend, "chr_drained", None)
+        if was_paused and drained is not None:
+            drained()
 
     def flush_blocking(self) -> None:
         """Write out whatever is queued, waiting if needed (at exit)."""

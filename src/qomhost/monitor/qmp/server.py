@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from qomhost.errors import COMMAND_NOT_FOUND, JsonParseError, QemuError
 from qomhost.monitor.commands import check_oob, dispatch
 from qomhost.monitor.qmp.protocol import BadRequest, QmpProtocol, greeting
@@ -24,6 +26,13 @@ class QmpMonitor:
 
     Each new connection starts in capabilities-negotiation mode with a
     fresh protocol state, as in QEMU.
+
+    Requests are run in order from a queue. While the chardev holds back a
+    client's input because its replies pile up unread
+    (:attr:`~qomhost.chardev.base.Chardev.input_paused`), requests already
+    received wait in the queue too, so what one read of input adds to the
+    output stays small whatever the replies weigh; they run once the output
+    has drained (``chr_drained``).
     """
 
     def __init__(self, host: Host, chardev: Chardev, pretty: bool = False) -> None:
@@ -31,6 +40,7 @@ class QmpMonitor:
         self.chardev = chardev
         self.pretty = pretty
         self.protocol = QmpProtocol(pretty)
+        self._pending: deque[object] = deque()
         self._commands = host.command_context(self)
         host.qmp_monitors.append(self)
         chardev.attach(host.context, self)
@@ -40,13 +50,28 @@ class QmpMonitor:
         from qomhost.host import PACKAGE, QEMU_VERSION
 
         self.protocol = QmpProtocol(self.pretty)
+        self._pending.clear()
         self.chardev.write(self.protocol.encode(greeting(dict(QEMU_VERSION), PACKAGE)))
 
     def chr_read(self, data: bytes) -> None:
-        for item in self.protocol.receive_data(data):
+        self._pending.extend(self.protocol.receive_data(data))
+        self._run_pending()
+
+    def chr_drained(self) -> None:
+        """The client has read its output: run the requests that waited."""
+        self._run_pending()
+
+    def chr_closed(self) -> None:
+        self.protocol = QmpProtocol(self.pretty)
+        self._pending.clear()
+
+    def _run_pending(self) -> None:
+        pending = self._pending
+        while pending and not self.chardev.input_paused:
             if self.host.shutdown_reason is not None:
                 # QEMU leaves the main loop at once; queued requests go unanswered.
                 return
+            item = pending.popleft()
             self._handle(item)
             if isinstance(item, JsonParseError) and item.desc in _OVERSIZED:
                 # QEMU answers and reads on, lexing the rest of the oversized
@@ -54,11 +79,9 @@ class QmpMonitor:
                 # own, commands hidden in it run, and errors quote up to
                 # 64 MiB of it back. The peer is cut off instead (on stdio,
                 # which cannot be closed, the rest of this read is dropped).
+                pending.clear()
                 self.chardev.disconnect()
                 return
-
-    def chr_closed(self) -> None:
-        self.protocol = QmpProtocol(self.pretty)
 
     # --- requests ----------------------------------------------------------------
     def _handle(self, item: object) -> None:
