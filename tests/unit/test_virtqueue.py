@@ -26,6 +26,7 @@ from qomhost.vhost_user.virtqueue import (
     DescriptorChain,
     DeviceVirtqueue,
     DriverVirtqueue,
+    LazyChain,
     VirtqueueError,
     VirtqueueFull,
     vring_need_event,
@@ -512,6 +513,135 @@ def test_fuzz_structured_chains(
     U16.pack_into(avail, 2, len(heads))
     device = DeviceVirtqueue.from_vring_addr(p.backend_mem, p.driver.vring_addr(0), 8)
     drain(device)
+
+
+# --- lazy chains: checked like pop(), mapped on demand -----------------------------------------
+
+
+def indirect_request(p: Pair, descs: list[tuple[int, int, int]]) -> None:
+    """Publish one request as an indirect table filled in order, as Linux fills it:
+    ``(addr, length, flags)`` with NEXT and next = i + 1 on all but the last."""
+    table = bytearray()
+    for i, (addr, length, flags) in enumerate(descs):
+        last = i == len(descs) - 1
+        table += DESC.pack(addr, length, flags | (0 if last else VIRTQ_DESC_F_NEXT), i + 1)
+    gpa = p.alloc.alloc(len(table))
+    p.mem.write(gpa, table)
+    desc = p.mem.view(p.driver.desc_gpa, 16)
+    DESC.pack_into(desc, 0, gpa, len(table), VIRTQ_DESC_F_INDIRECT, 0)
+    avail = p.mem.view(p.driver.avail_gpa, 6)
+    idx = U16.unpack_from(avail, 2)[0]
+    U16.pack_into(avail, 4 + 2 * (idx % 8), 0)
+    U16.pack_into(avail, 2, (idx + 1) & 0xFFFF)
+
+
+def test_lazy_chain_maps_only_what_is_asked(pair: Pair) -> None:
+    page = PAGE_SIZE
+    pages = [pair.alloc.alloc(page, page) for _ in range(6)]
+    status = pair.alloc.alloc(1)
+    for k, gpa in enumerate(pages):
+        pair.mem.write(gpa, bytes([k]) * page)
+    # pages 0 and 1 are neighbours in guest memory when the allocator made them so
+    descs = [(pages[0], page, 0), (pages[1], page, 0), (pages[2], page, 0)]
+    descs += [(pages[3], page, VIRTQ_DESC_F_WRITE), (pages[4], page, VIRTQ_DESC_F_WRITE)]
+    descs += [(status, 1, VIRTQ_DESC_F_WRITE)]
+    indirect_request(pair, descs)
+    chain = pair.device.pop_lazy()
+    assert isinstance(chain, LazyChain)
+    assert chain.descriptors == (3, 3)
+    assert (chain.readable_len, chain.writable_len) == (3 * page, 2 * page + 1)
+    views = chain.readable_views(page - 2, 4)
+    assert b"".join(views) == b"\0\0\1\1"
+    if pages[1] == pages[0] + page:
+        assert len(views) == 1  # contiguous buffers come as one view
+    assert chain.read(3 * page - 1, 10) == b"\2"  # the readable part ends first
+    assert chain.readable_views(3 * page, 1) == []
+    dst = chain.writable_views(page - 1, 2)
+    assert [v.nbytes for v in dst] == [1, 1] or [v.nbytes for v in dst] == [2]
+    for v in dst:
+        v[:] = b"D" * v.nbytes
+    assert chain.set_last_byte(0x42)
+    assert pair.mem.read(pages[3] + page - 1, 1) + pair.mem.read(pages[4], 1) == b"DD"
+    assert pair.mem.read(status, 1) == b"\x42"
+
+
+def test_lazy_chain_without_writable_part(pair: Pair) -> None:
+    gpa = pair.alloc.alloc(8)
+    pair.mem.write(gpa, b"readonly")
+    indirect_request(pair, [(gpa, 4, 0), (gpa + 4, 4, 0)])
+    chain = pair.device.pop_lazy()
+    assert chain is not None
+    assert chain.descriptors == (2, 0)
+    assert chain.read(0, 100) == b"readonly"
+    assert not chain.set_last_byte(1)
+    assert chain.writable_views(0, 1) == []
+
+
+def test_lazy_chain_across_a_region_boundary(pair: Pair) -> None:
+    boundary = pair.mem.regions[1].guest_phys_addr
+    pair.mem.write(boundary - 3, b"crossing")
+    indirect_request(pair, [(boundary - 3, 8, 0), (boundary - 2, 4, VIRTQ_DESC_F_WRITE)])
+    chain = pair.device.pop_lazy()
+    assert chain is not None
+    assert [bytes(v) for v in chain.readable_views(0, 8)] == [b"cro", b"ssing"]
+    assert [v.nbytes for v in chain.writable_views(0, 4)] == [2, 2]
+    chain.set_last_byte(ord("!"))
+    assert pair.mem.read(boundary - 3, 8) == b"cros!ing"  # the writable buffer's last byte
+
+
+# mostly well-formed tables in Linux's order, so that the shortcut is taken
+# as often as the careful walk; some broken in each way the walk checks
+table_descriptor = st.tuples(
+    st.one_of(
+        st.integers(0, MEM_SIZE // 2 - 64),
+        st.integers(MEM_SIZE // 2 - 64, MEM_SIZE + 64),
+        st.integers(0, 2**64 - 1),
+    ),
+    st.one_of(st.integers(1, 64), st.integers(0, 2), st.integers(0, 2**32 - 1)),
+    st.sampled_from([0, 0, 0, 2, 2, 2, 4, 0x100, 0x102, 0xFFF8, 1]),
+    st.one_of(st.none(), st.integers(0, 0xFFFF) | st.integers(0, 9)),
+)
+
+
+@_fuzz
+@given(descs=st.lists(table_descriptor, min_size=1, max_size=12), tail=st.integers(0, 3))
+def test_fuzz_lazy_chain_agrees_with_pop(
+    fuzz_pair: Pair, descs: list[tuple[int, int, int, int | None]], tail: int
+) -> None:
+    """pop_lazy accepts exactly what pop accepts, with the same error, and sees
+    the same bytes: whether it took its shortcut or walked the table."""
+    p = fuzz_pair
+    table_gpa = MEM_SIZE // 2 + 1024
+    table = bytearray()
+    for i, (addr, length, flags, nxt) in enumerate(descs):
+        # None: Linux's order (NEXT on all but the last, next = i + 1)
+        if nxt is None:
+            flags |= VIRTQ_DESC_F_NEXT if i < len(descs) - 1 else 0
+            nxt = i + 1
+        table += DESC.pack(addr, length, flags, nxt)
+    table += bytes(16 * tail)  # a table may be longer than its chain
+    p.mem.write(table_gpa, table)
+    desc_view = p.mem.view(p.driver.desc_gpa, 16 * 8)
+    DESC.pack_into(desc_view, 0, table_gpa, len(table), VIRTQ_DESC_F_INDIRECT, 0)
+    avail = p.mem.view(p.driver.avail_gpa, 4 + 2 * 8)
+    U16.pack_into(avail, 4, 0)
+    U16.pack_into(avail, 2, 1)
+    results = []
+    for lazy in (False, True):
+        device = DeviceVirtqueue.from_vring_addr(p.backend_mem, p.driver.vring_addr(0), 8)
+        try:
+            chain = device.pop_lazy() if lazy else device.pop()
+        except VirtqueueError as exc:
+            results.append(("error", exc.desc))
+            continue
+        assert chain is not None
+        if isinstance(chain, LazyChain):
+            readable = chain.read(0, chain.readable_len)
+            writable = sum(v.nbytes for v in chain.writable_views(0, chain.writable_len))
+        else:
+            readable, writable = chain.read_all(), sum(v.nbytes for v in chain.writable)
+        results.append(("chain", chain.readable_len, chain.writable_len, readable, writable))
+    assert results[0] == results[1]
 
 
 # --- wrap-around of the 16-bit indices --------------------------------------------------------

@@ -136,6 +136,8 @@ class GuestMemory:
         self._gpa_starts = [r.guest_phys_addr for r in self.regions]
         self._gpa_sizes = [r.memory_size for r in self.regions]
         self._gpa_views = [r.view for r in self.regions]
+        # the region of the last lookup: a request's buffers are mostly in one
+        self._hint = 0
         by_uva = sorted(self.regions, key=lambda r: r.userspace_addr)
         self._uva_regions = tuple(by_uva)
         self._uva_starts = [r.userspace_addr for r in by_uva]
@@ -371,12 +373,55 @@ class GuestMemory:
         region = self._uva_regions[i]
         return region if uva < region.uva_end else None
 
+    def _find(self, gpa: int) -> int:
+        """The index of the region that may hold ``gpa`` (-1: below every region)."""
+        i = self._hint
+        starts = self._gpa_starts
+        if i < len(starts):
+            start = gpa - starts[i]
+            if 0 <= start < self._gpa_sizes[i]:
+                return i
+        i = _bisect(starts, gpa) - 1
+        if i >= 0:
+            self._hint = i
+        return i
+
+    def contains(self, gpa: int, length: int) -> bool:
+        """All of ``length`` bytes at ``gpa`` lie in one region (and memory is open)."""
+        i = self._find(gpa)
+        if i < 0 or length < 0 or self._closed:
+            return False
+        start = gpa - self._gpa_starts[i]
+        return start < self._gpa_sizes[i] and length <= self._gpa_sizes[i] - start
+
+    def check(self, gpa: int, length: int) -> None:
+        """Succeed if :meth:`views` of the same bytes would.
+
+        :raises GuestMemoryError: the text :meth:`views` raises.
+        """
+        if not self.contains(gpa, length):
+            self.views(gpa, length)
+
+    def store_byte(self, gpa: int, value: int) -> None:
+        """Store one byte at ``gpa`` without making a view.
+
+        :raises GuestMemoryError: ``gpa`` is outside guest memory.
+        """
+        i = self._find(gpa)
+        if i >= 0 and not self._closed:
+            start = gpa - self._gpa_starts[i]
+            if start < self._gpa_sizes[i]:
+                self._gpa_views[i][start] = value
+                return
+        self._check_open()
+        raise _outside(gpa, 1)
+
     def view(self, gpa: int, length: int) -> memoryview:
         """``length`` bytes at guest address ``gpa``, without copying.
 
         :raises GuestMemoryError: unless the bytes lie inside one region.
         """
-        i = _bisect(self._gpa_starts, gpa) - 1
+        i = self._find(gpa)
         if i >= 0:
             start = gpa - self._gpa_starts[i]
             size = self._gpa_sizes[i]
@@ -402,7 +447,7 @@ class GuestMemory:
 
         :raises GuestMemoryError: when any byte is outside guest memory.
         """
-        i = _bisect(self._gpa_starts, gpa) - 1
+        i = self._find(gpa)
         if i >= 0:
             start = gpa - self._gpa_starts[i]
             size = self._gpa_sizes[i]

@@ -49,7 +49,9 @@ crashes or loops forever, whatever bytes are in guest memory.
 
 from __future__ import annotations
 
+import re
 import struct
+import sys
 import threading
 from collections.abc import Iterable, Sequence
 from typing import NoReturn
@@ -71,6 +73,7 @@ __all__ = [
     "DescriptorChain",
     "DeviceVirtqueue",
     "DriverVirtqueue",
+    "LazyChain",
     "VirtqueueError",
     "VirtqueueFull",
     "full_barrier",
@@ -104,6 +107,19 @@ _U16_MASK = 0xFFFF
 # with event idx there is no flag to say "never"
 _FAR = 0x8000
 _U32_LIMIT = 1 << 32
+
+# Reading an indirect table without a Python loop: the low byte of each
+# descriptor's flags becomes one letter (r/w: readable/writable with NEXT,
+# R/W: the same ending the chain, x: INDIRECT), and a well-formed chain is
+# a prefix matching r*(R|w*W). Linux fills its tables in order (next =
+# i + 1), which two byte-string comparisons confirm; anything else goes
+# the descriptor-by-descriptor way, which also words the errors.
+_FLAG_CLASS = bytes(ord("x") if k & VIRTQ_DESC_F_INDIRECT else b"RrWw"[k & 3] for k in range(256))
+_TABLE_CHAIN = re.compile(rb"(r*)(?:R|w*W)")
+_NEXT_LO = bytes((i + 1) & 0xFF for i in range(MAX_QUEUE_SIZE))
+_NEXT_HI = bytes((i + 1) >> 8 for i in range(MAX_QUEUE_SIZE))
+# the shortcut reads fields through native-order casts
+_NATIVE_LE = sys.byteorder == "little"
 
 
 class VirtqueueError(QemuError):
@@ -218,6 +234,117 @@ class DescriptorChain:
         )
 
 
+class LazyChain:
+    """One request as :meth:`DeviceVirtqueue.pop_lazy` gives it: checked, not mapped.
+
+    The whole chain has been walked and checked as :meth:`DeviceVirtqueue.pop`
+    checks it (order, loops, sizes, every address inside guest memory), but
+    no view exists until asked for: :meth:`readable_views` and
+    :meth:`writable_views` map just the bytes a device needs. Linux hands a
+    crypto device its whole AF_ALG scatterlists, hundreds of pages of which
+    a request uses a few; mapping them all would cost more than the cipher.
+    """
+
+    __slots__ = ("_addrs", "_count", "_lens", "_memory", "_split", "head")
+
+    def __init__(
+        self,
+        memory: GuestMemory,
+        head: int,
+        addrs: list[int],
+        lens: list[int],
+        split: int,
+        count: int,
+    ) -> None:
+        self._memory = memory
+        self.head = head
+        self._addrs = addrs
+        self._lens = lens
+        #: descriptors [0, split) are readable, [split, count) writable
+        self._split = split
+        self._count = count
+
+    @property
+    def readable_len(self) -> int:
+        """Bytes in the device-readable descriptors."""
+        return sum(self._lens[: self._split])
+
+    @property
+    def writable_len(self) -> int:
+        """Bytes in the device-writable descriptors."""
+        return sum(self._lens[self._split : self._count])
+
+    @property
+    def descriptors(self) -> tuple[int, int]:
+        """How many descriptors are readable and writable."""
+        return self._split, self._count - self._split
+
+    def readable_views(self, offset: int, length: int) -> list[memoryview]:
+        """Views of readable bytes ``offset`` to ``offset + length`` (fewer if the
+        readable part ends first). Neighbouring buffers that are contiguous in
+        guest memory come as one view."""
+        return self._map(0, self._split, offset, length)
+
+    def writable_views(self, offset: int, length: int) -> list[memoryview]:
+        """As :meth:`readable_views`, in the device-writable part."""
+        return self._map(self._split, self._count, offset, length)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """A copy of readable bytes ``offset`` to ``offset + length`` (or fewer)."""
+        views = self._map(0, self._split, offset, length)
+        if len(views) == 1:
+            return bytes(views[0])
+        return b"".join(views)
+
+    def set_last_byte(self, value: int) -> bool:
+        """Store ``value`` in the last writable byte (a virtio status, as a rule);
+        False if the chain has no writable byte."""
+        last = self._count - 1
+        if last < self._split:
+            return False
+        try:
+            self._memory.store_byte(self._addrs[last] + self._lens[last] - 1, value)
+        except GuestMemoryError as exc:  # memory gone since the chain was checked
+            raise VirtqueueError(f"virtio: invalid address for buffers: {exc.desc}") from None
+        return True
+
+    def _map(self, first: int, stop: int, offset: int, length: int) -> list[memoryview]:
+        addrs, lens = self._addrs, self._lens
+        i = first
+        while i < stop and offset >= lens[i]:
+            offset -= lens[i]
+            i += 1
+        out: list[memoryview] = []
+        start = end = -1
+        try:
+            while i < stop and length > 0:
+                addr = addrs[i] + offset
+                take = lens[i] - offset
+                if take > length:
+                    take = length
+                offset = 0
+                if addr == end:
+                    end += take
+                else:
+                    if end > start:
+                        out += self._memory.views(start, end - start)
+                    start, end = addr, addr + take
+                length -= take
+                i += 1
+            if end > start:
+                out += self._memory.views(start, end - start)
+        except GuestMemoryError as exc:  # memory gone since the chain was checked
+            raise VirtqueueError(f"virtio: invalid address for buffers: {exc.desc}") from None
+        return out
+
+    def __repr__(self) -> str:
+        readable, writable = self.descriptors
+        return (
+            f"<LazyChain head={self.head} readable={readable} descriptors "
+            f"writable={writable} descriptors>"
+        )
+
+
 class DeviceVirtqueue:
     """The device's end of a split virtqueue (what a vhost-user backend runs).
 
@@ -310,10 +437,37 @@ class DeviceVirtqueue:
             chain's slot has then been consumed; like QEMU and
             libvhost-user, treat the queue as broken.
         """
+        head = self._take()
+        if head < 0:
+            return None
+        addrs, lens, split, count = self._walk(head)
+        views = self.memory.views
+        readable: list[memoryview] = []
+        writable: list[memoryview] = []
+        try:
+            for i in range(split):
+                readable += views(addrs[i], lens[i])
+            for i in range(split, count):
+                writable += views(addrs[i], lens[i])
+        except GuestMemoryError as exc:
+            raise VirtqueueError(f"virtio: invalid address for buffers: {exc.desc}") from None
+        return DescriptorChain(head, readable, writable, sum(lens[:split]), sum(lens[split:count]))
+
+    def pop_lazy(self) -> LazyChain | None:
+        """Like :meth:`pop`, checking the same, but mapping nothing yet: see
+        :class:`LazyChain`."""
+        head = self._take()
+        if head < 0:
+            return None
+        addrs, lens, split, count = self._walk(head)
+        return LazyChain(self.memory, head, addrs, lens, split, count)
+
+    def _take(self) -> int:
+        """The head of the next available chain, or -1."""
         avail_idx = self._avail_idx()
         last = self.last_avail_idx
         if avail_idx == last:
-            return None
+            return -1
         if (avail_idx - last) & _U16_MASK > self.num:
             # QEMU's and libvhost-user's wording, although it is the avail index
             raise VirtqueueError(f"Guest moved used index from {last} to {avail_idx}")
@@ -324,9 +478,11 @@ class DeviceVirtqueue:
             self._used16[self._avail_event_at] = self.last_avail_idx
         if head >= self.num:
             raise VirtqueueError(f"Guest says index {head} is available")
-        return self._map_chain(head)
+        return head
 
-    def _map_chain(self, head: int) -> DescriptorChain:
+    def _walk(self, head: int) -> tuple[list[int], list[int], int, int]:
+        """Check the chain at ``head``; its descriptors' addresses and lengths,
+        how many are readable (they come first) and how many there are."""
         table = self._desc
         limit = self.num
         addr, length, flags, nxt = _DESC.unpack_from(table, _DESC_SIZE * head)
@@ -336,11 +492,16 @@ class DeviceVirtqueue:
                 raise VirtqueueError("Invalid size for indirect buffer table")
             table = self._indirect_table(addr, length)
             limit = length // _DESC_SIZE
+            if _NATIVE_LE:
+                walked = self._walk_table(table)
+                if walked is not None:
+                    return walked
             addr, length, flags, nxt = _DESC.unpack_from(table, 0)
-        views = self.memory.views
-        readable: list[memoryview] = []
-        writable: list[memoryview] = []
-        readable_len = writable_len = count = 0
+        check = self.memory.check
+        addrs: list[int] = []
+        lens: list[int] = []
+        split = -1
+        count = 0
         while True:
             if flags & VIRTQ_DESC_F_INDIRECT:
                 raise VirtqueueError(
@@ -349,26 +510,53 @@ class DeviceVirtqueue:
             if not length:
                 raise VirtqueueError("virtio: zero sized buffers are not allowed")
             try:
-                parts = views(addr, length)
+                check(addr, length)
             except GuestMemoryError as exc:
                 raise VirtqueueError(f"virtio: invalid address for buffers: {exc.desc}") from None
             if flags & VIRTQ_DESC_F_WRITE:
-                writable += parts
-                writable_len += length
-            else:
-                if writable:
-                    raise VirtqueueError("Incorrect order for descriptors")
-                readable += parts
-                readable_len += length
+                if split < 0:
+                    split = count
+            elif split >= 0:
+                raise VirtqueueError("Incorrect order for descriptors")
+            addrs.append(addr)
+            lens.append(length)
             count += 1
             # more descriptors than the table holds means the chain loops
             if count > limit:
                 raise VirtqueueError("Looped descriptor")
             if not flags & VIRTQ_DESC_F_NEXT:
-                return DescriptorChain(head, readable, writable, readable_len, writable_len)
+                return addrs, lens, count if split < 0 else split, count
             if nxt >= limit:
                 raise VirtqueueError(f"Desc next is {nxt}")
             addr, length, flags, nxt = _DESC.unpack_from(table, _DESC_SIZE * nxt)
+
+    def _walk_table(self, table: memoryview) -> tuple[list[int], list[int], int, int] | None:
+        """:meth:`_walk` for an indirect table filled in order, with no loop in
+        Python; ``None`` when the table is not such a well-formed one."""
+        kinds = bytes(table[12::_DESC_SIZE]).translate(_FLAG_CLASS)
+        found = _TABLE_CHAIN.match(kinds)
+        if found is None:
+            return None
+        count = found.end()
+        links = _DESC_SIZE * (count - 1)
+        if links and (
+            bytes(table[14:links:_DESC_SIZE]) != _NEXT_LO[: count - 1]
+            or bytes(table[15:links:_DESC_SIZE]) != _NEXT_HI[: count - 1]
+        ):
+            return None
+        lens: list[int] = table.cast("I")[2 : 4 * count : 4].tolist()
+        if 0 in lens:
+            return None
+        addrs: list[int] = table.cast("Q")[0 : 2 * count : 2].tolist()
+        low = min(addrs)
+        # one region holding the lowest start and the highest possible end
+        # holds every buffer; otherwise the slow way checks each
+        if not self.memory.contains(low, max(addrs) + max(lens) - low):
+            return None
+        split = found.end(1)
+        if kinds[count - 1] == ord("R"):
+            split = count
+        return addrs, lens, split, count
 
     def _indirect_table(self, addr: int, length: int) -> memoryview:
         try:
