@@ -22,6 +22,7 @@ from qomhost.cryptodev import sessions
 from qomhost.cryptodev.device import _CIPHER_REQUEST, VhostUserCryptoDevice
 from qomhost.cryptodev.sessions import CipherSession, SessionTable
 from qomhost.cryptodev.virtio_crypto import (
+    DATA_REQUEST_SIZE,
     LAYOUT_LEGACY,
     LAYOUT_QEMU72,
     LAYOUT_QEMU81,
@@ -389,6 +390,48 @@ def test_layouts_against_cryptography(rig: Rig, algo: int, layout: dict[str, obj
     assert len(rig.run()) == 1
     assert rig.status(status) == Status.OK
     assert rig.memory.read(dst, len(data)) == reference(algo, key, iv, data, True)
+
+
+def scattered_pages(rig: Rig, count: int) -> list[int]:
+    """``count`` pages no two of which are neighbours in guest memory (as a
+    user buffer's pages are), each filled with its own byte."""
+    pages = []
+    for k in range(count):
+        pages.append(rig.buffer(bytes([0x80 | k % 64]) * PAGE_SIZE, PAGE_SIZE))
+        rig.buffer(16)  # a gap
+    return pages
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["apart", "in-place"])
+@pytest.mark.parametrize("algo", [CipherAlgo.AES_CBC, CipherAlgo.AES_CTR, CipherAlgo.AES_XTS])
+def test_guest_scatterlists_larger_than_the_request(rig: Rig, algo: int, in_place: bool) -> None:
+    """As Linux's AF_ALG requests arrive: the whole scatterlists, far more pages
+    than the header's lengths cover, pages scattered, the status byte last.
+    Requests grow from one to many pages (the scratch buffer grows with them);
+    pages past the data are neither read nor written."""
+    key = os.urandom(64 if algo == CipherAlgo.AES_XTS else 32)
+    enc = rig.create(algo, key, Op.ENCRYPT)
+    dec = rig.create(algo, key, Op.DECRYPT)
+    total = 12
+    for pages_used, tail in ((1, 96), (3, 0), (9, 48)):
+        length = (pages_used - 1) * PAGE_SIZE + PAGE_SIZE // 2 + tail
+        for sid, encrypt in ((enc, True), (dec, False)):
+            src_pages = scattered_pages(rig, total)
+            dst_pages = src_pages if in_place else scattered_pages(rig, total)
+            data = b"".join(rig.memory.read(gpa, PAGE_SIZE) for gpa in src_pages)[:length]
+            hdr = rig.buffer(request(sid, length, 16, encrypt))
+            iv = os.urandom(16)
+            status = rig.buffer(b"\xee")
+            out = [(hdr, DATA_REQUEST_SIZE), (rig.buffer(iv), 16)]
+            out += [(gpa, PAGE_SIZE) for gpa in src_pages]
+            ins = [(gpa, PAGE_SIZE) for gpa in dst_pages] + [(status, 1)]
+            rig.driver.add(out, ins, None)
+            assert [written for _t, written in rig.run()] == [total * PAGE_SIZE + 1]
+            assert rig.status(status) == Status.OK
+            got = b"".join(rig.memory.read(gpa, PAGE_SIZE) for gpa in dst_pages)
+            assert got[:length] == reference(algo, key, iv, data, encrypt)
+            untouched = b"".join(bytes([0x80 | k % 64]) * PAGE_SIZE for k in range(total))
+            assert got[length:] == untouched[length:]
 
 
 @settings(max_examples=60, deadline=None)

@@ -61,7 +61,7 @@ from qomhost.vhost_user.protocol import (
     ProtocolFeature,
     Request,
 )
-from qomhost.vhost_user.virtqueue import DescriptorChain
+from qomhost.vhost_user.virtqueue import LazyChain, VirtqueueError
 
 __all__ = ["CAPABILITY_FEATURES", "VhostUserCryptoDevice", "serve_request"]
 
@@ -80,30 +80,6 @@ _CIPHER_OPS = {Opcode.CIPHER_ENCRYPT: True, Opcode.CIPHER_DECRYPT: False}
 _CIPHER_REQUEST = struct.Struct("<IIQ8xIII28xI4x")
 
 
-def _cut(parts: list[memoryview], offset: int, length: int) -> list[memoryview]:
-    """Views of bytes ``offset`` to ``offset + length`` of the concatenated ``parts``
-    (fewer bytes if the parts run out), without copying."""
-    out: list[memoryview] = []
-    for part in parts:
-        size = part.nbytes
-        if offset >= size:
-            offset -= size
-            continue
-        end = offset + length
-        if end <= size:
-            out.append(part if offset == 0 and end == size else part[offset:end])
-            return out
-        out.append(part[offset:] if offset else part)
-        length -= size - offset
-        offset = 0
-    return out
-
-
-def _read(parts: list[memoryview], offset: int, length: int) -> bytes:
-    views = _cut(parts, offset, length)
-    return bytes(views[0]) if len(views) == 1 else b"".join(views)
-
-
 def _scatter(data: bytes | memoryview, parts: list[memoryview]) -> None:
     pos = 0
     for part in parts:
@@ -112,26 +88,32 @@ def _scatter(data: bytes | memoryview, parts: list[memoryview]) -> None:
         pos += n
 
 
-def _aligned(parts: list[memoryview], block: int) -> bool:
-    return all(part.nbytes % block == 0 for part in parts[:-1])
+#: the largest request whose result goes through a device's scratch buffer;
+#: a larger one gets a buffer of its own for the time it takes
+SCRATCH_LIMIT = 1 << 20
 
 
 def _run_cipher(
-    session: CipherSession, ctx: CipherContext, src: list[memoryview], dst: list[memoryview]
+    session: CipherSession,
+    ctx: CipherContext,
+    src: list[memoryview],
+    dst: list[memoryview],
+    scratch: bytearray | None = None,
 ) -> None:
     """Cipher ``src`` into ``dst`` (the same total length).
 
-    Zero-copy when every segment boundary of both sides falls on a block
-    boundary (always true for CTR, whose blocks are bytes to OpenSSL):
-    each piece then enciphers to exactly its own length, so a piece's
-    output lands at the same offset as its input, which is also what
-    makes in-place requests (source and destination the same memory)
-    safe. Otherwise the source is copied first and the result scattered.
+    One buffer each way (the qomhost frontend's requests, a small guest
+    request): straight from the source into the destination. Otherwise
+    (a guest's pages) the source is joined, enciphered in one call into
+    ``scratch`` and scattered: one cipher call and two copies in C cost less
+    than a cipher call per page, each of which would also need its last
+    block apart (``update_into`` wants room for a block more than it
+    writes). The copy also makes in-place requests safe.
     """
     slack = session.slack
     if len(src) == 1 and len(dst) == 1 and session.streaming:
-        # the common case, one buffer each way: the bulk straight through,
-        # the last block (which has no room after it for the slack) copied
+        # the bulk straight through; the last block, which has no room
+        # after it for the slack, through a copy
         s_part, d_part = src[0], dst[0]
         if slack:
             bulk = s_part.nbytes - AES_BLOCK
@@ -144,67 +126,55 @@ def _run_cipher(
             ctx.update_into(s_part, d_part)
         ctx.finalize()
         return
-    block = 1 if slack == 0 else AES_BLOCK
-    if not session.streaming or not (_aligned(src, block) and _aligned(dst, block)):
-        data = src[0] if len(src) == 1 else b"".join(src)
-        _scatter(ctx.update(data) + ctx.finalize(), dst)
-        return
-    si = di = 0
-    s_off = d_off = 0
-    while si < len(src) and di < len(dst):
-        s_part, d_part = src[si], dst[di]
-        n = min(s_part.nbytes - s_off, d_part.nbytes - d_off)
-        if n:
-            piece = s_part[s_off : s_off + n]
-            room = d_part.nbytes - d_off
-            if room >= n + slack:
-                ctx.update_into(piece, d_part[d_off : d_off + n + slack])
-            else:
-                # Not enough room after the piece for update_into's slack:
-                # the bulk goes straight in, the last block through a copy.
-                bulk = n - AES_BLOCK if n > AES_BLOCK else 0
-                if bulk:
-                    ctx.update_into(piece[:bulk], d_part[d_off : d_off + bulk + slack])
-                d_part[d_off + bulk : d_off + n] = ctx.update(piece[bulk:])
-        s_off += n
-        d_off += n
-        if s_off == s_part.nbytes:
-            si, s_off = si + 1, 0
-        if d_off == d_part.nbytes:
-            di, d_off = di + 1, 0
+    data = src[0] if len(src) == 1 else b"".join(src)
+    size = len(data)
+    room = size + AES_BLOCK
+    if scratch is None or room > SCRATCH_LIMIT:
+        _scatter(ctx.update(data), dst)
+    else:
+        if len(scratch) < room:
+            # grown in steps, in place (no view of it outlives a request)
+            scratch.extend(bytes(max(room, 2 * len(scratch)) - len(scratch)))
+        ctx.update_into(data, scratch)
+        with memoryview(scratch) as out:
+            _scatter(out[:size], dst)
     ctx.finalize()
 
 
-def serve_request(sessions: SessionTable, chain: DescriptorChain) -> int:
+def serve_request(
+    sessions: SessionTable, chain: LazyChain, scratch: bytearray | None = None
+) -> int:
     """Carry out one data request; the status written (if there was room for it).
 
     The status byte is the last byte of the chain's writable part; a chain
-    without one gets nothing written.
+    without one gets nothing written. ``scratch``, if given, is where a
+    request of several segments is enciphered before it is scattered.
     """
     try:
-        status = _serve(sessions, chain)
+        status = _serve(sessions, chain, scratch)
     except VirtioCryptoError as exc:
         log.debug("data request %d: %s", chain.head, exc.desc)
         status = exc.status
+    except VirtqueueError:
+        raise
     except Exception as exc:  # OpenSSL refused (overlapping buffers, ...)
         log.debug("data request %d: %s", chain.head, exc)
         status = Status.ERR
-    if chain.writable:
-        last = chain.writable[-1]
-        if last.nbytes:
-            last[last.nbytes - 1] = status
+    chain.set_last_byte(status)
     return status
 
 
-def _serve(sessions: SessionTable, chain: DescriptorChain) -> int:
-    if chain.writable_len < 1:
+def _serve(sessions: SessionTable, chain: LazyChain, scratch: bytearray | None) -> int:
+    # Only what the header asks for is mapped: Linux sends its whole
+    # scatterlists, of which a request reads and writes a few pages.
+    writable_len = chain.writable_len
+    if writable_len < 1:
         raise VirtioCryptoError("data request has no room for its status")
-    readable = chain.readable
-    first = readable[0] if readable else b""
-    if len(first) >= DATA_REQUEST_SIZE:
-        fields = _CIPHER_REQUEST.unpack_from(first)
+    head = chain.readable_views(0, DATA_REQUEST_SIZE)
+    if len(head) == 1 and head[0].nbytes == DATA_REQUEST_SIZE:
+        fields = _CIPHER_REQUEST.unpack_from(head[0])
     else:
-        header = _read(readable, 0, DATA_REQUEST_SIZE)
+        header = b"".join(head)
         if len(header) < DATA_REQUEST_SIZE:
             raise VirtioCryptoError(f"data request header is {len(header)} bytes, not 72")
         fields = _CIPHER_REQUEST.unpack(header)
@@ -218,26 +188,26 @@ def _serve(sessions: SessionTable, chain: DescriptorChain) -> int:
         raise VirtioCryptoError(f"no session {session_id}", Status.INVSESS)
     if dst_len != length:
         raise VirtioCryptoError("sym request src len is different from dst len")
-    if chain.readable_len < DATA_REQUEST_SIZE + iv_len + length:
+    readable_len = chain.readable_len
+    if readable_len < DATA_REQUEST_SIZE + iv_len + length:
         raise VirtioCryptoError(
-            f"data request reads {chain.readable_len} bytes, needs "
-            f"{DATA_REQUEST_SIZE + iv_len + length}"
+            f"data request reads {readable_len} bytes, needs {DATA_REQUEST_SIZE + iv_len + length}"
         )
-    if chain.writable_len < length + 1:
+    if writable_len < length + 1:
         raise VirtioCryptoError(
-            f"data request has {chain.writable_len} writable bytes, needs {length + 1}"
+            f"data request has {writable_len} writable bytes, needs {length + 1}"
         )
     # ECB takes no IV: one the driver sent anyway is skipped
-    iv = _read(readable, DATA_REQUEST_SIZE, iv_len) if session.iv_len else b""
+    iv = chain.read(DATA_REQUEST_SIZE, iv_len) if session.iv_len else b""
     session.check_length(length)
     # The session's direction decides, as in QEMU's own backend; the
     # opcode only when the session left it open.
     encrypt = session.direction == Op.ENCRYPT if session.direction else _CIPHER_OPS[opcode]
     ctx = session.context(encrypt, iv)
     if length:
-        src = _cut(readable, DATA_REQUEST_SIZE + iv_len, length)
-        dst = _cut(chain.writable, 0, length)
-        _run_cipher(session, ctx, src, dst)
+        src = chain.readable_views(DATA_REQUEST_SIZE + iv_len, length)
+        dst = chain.writable_views(0, length)
+        _run_cipher(session, ctx, src, dst, scratch)
     return Status.OK
 
 
@@ -260,6 +230,8 @@ class VhostUserCryptoDevice(VhostUserDevice):
         #: data requests served, and how many of those failed, per status
         self.requests = 0
         self.errors: dict[int, int] = {}
+        # where requests of several segments are enciphered (grown on demand)
+        self._scratch = bytearray()
 
     # --- config -------------------------------------------------------------
     def config(self) -> CryptoConfig:
@@ -326,10 +298,10 @@ class VhostUserCryptoDevice(VhostUserDevice):
         done: list[tuple[int, int]] = []
         try:
             while len(done) < limit:
-                chain = queue.pop()
+                chain = queue.pop_lazy()
                 if chain is None:
                     break
-                status = serve_request(sessions, chain)
+                status = serve_request(sessions, chain, self._scratch)
                 if status:
                     self.errors[status] = self.errors.get(status, 0) + 1
                 done.append((chain.head, chain.writable_len))

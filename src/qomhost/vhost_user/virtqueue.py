@@ -245,7 +245,16 @@ class LazyChain:
     a request uses a few; mapping them all would cost more than the cipher.
     """
 
-    __slots__ = ("_addrs", "_count", "_lens", "_memory", "_split", "head")
+    __slots__ = (
+        "_addrs",
+        "_count",
+        "_lens",
+        "_memory",
+        "_split",
+        "head",
+        "readable_len",
+        "writable_len",
+    )
 
     def __init__(
         self,
@@ -263,16 +272,9 @@ class LazyChain:
         #: descriptors [0, split) are readable, [split, count) writable
         self._split = split
         self._count = count
-
-    @property
-    def readable_len(self) -> int:
-        """Bytes in the device-readable descriptors."""
-        return sum(self._lens[: self._split])
-
-    @property
-    def writable_len(self) -> int:
-        """Bytes in the device-writable descriptors."""
-        return sum(self._lens[self._split : self._count])
+        #: bytes in the device-readable and the device-writable descriptors
+        self.readable_len = sum(lens[:split])
+        self.writable_len = sum(lens[split:count])
 
     @property
     def descriptors(self) -> tuple[int, int]:
