@@ -175,8 +175,14 @@ def find_qomhost() -> Program:
     return Program(QOMHOST_NAME, None, f"qomhost not found (looked at {', '.join(candidates)})")
 
 
+#: the environment when the harness was imported: copying os.environ from
+#: a worker thread races with pytest, which sets and removes
+#: PYTEST_CURRENT_TEST around every test (a KeyError mid-copy)
+_ENVIRON = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+
+
 def child_env() -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(_ENVIRON)
     env["LC_ALL"] = "C.UTF-8"
     return env
 
@@ -282,14 +288,20 @@ def run_pair(case: Case, qemu: Program, qomhost: Program) -> Pair:
     """Run both programs concurrently, in the same temporary directory."""
     with make_tmpdir(case) as tmpdir:
         result: dict[str, Outcome] = {}
+        failure: list[BaseException] = []
 
         def side() -> None:
-            result["qomhost"] = run_program(qomhost, case, tmpdir)
+            try:
+                result["qomhost"] = run_program(qomhost, case, tmpdir)
+            except BaseException as exc:  # re-raised below, in the test's thread
+                failure.append(exc)
 
         other = threading.Thread(target=side)
         other.start()
         result["qemu"] = run_program(qemu, case, tmpdir)
         other.join()
+        if failure:
+            raise failure[0]
         return Pair(_untmp(result["qemu"], tmpdir), _untmp(result["qomhost"], tmpdir))
 
 

@@ -255,10 +255,12 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
             self.chardev.disconnect()
 
     def _closed(self) -> None:
-        """The backend went away: not ready; its sessions are gone."""
+        """The backend went away: its sessions are gone; not ready."""
+        # Sessions first: a caller who sees the device not ready must also
+        # be told that its old sessions are gone, not merely "not ready".
+        self._forget_sessions()
         self._ready = False
         self._drop_devs()
-        self._forget_sessions()
 
     def _datapath_failed(self, text: str) -> None:
         """A ring was found broken: the backend cannot be trusted any more."""
