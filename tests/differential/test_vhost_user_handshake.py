@@ -128,11 +128,22 @@ def run(program: str, scenario: Scenario) -> Run:
             assert proc.stdin is not None
             proc.stdin.write(b'{"execute":"qmp_capabilities"}\n')
             proc.stdin.flush()
+            # The first message may take a while on a busy machine; a quiet
+            # spell only counts once the program has begun to talk.
+            backend.wait_for(lambda got: bool(got), timeout=10)
             backend.settle()
-            for _ in range(1, scenario.connections):
+            for connection in range(1, scenario.connections):
                 backend.hang_up()
-                # The next connection comes about a second later, then settles.
-                backend.wait_for(lambda got: any(m.connection > 0 for m in got), timeout=5)
+                # The next connection comes about a second later; its
+                # handshake ends with SET_VRING_ERR for the last queue (a
+                # quiet spell alone is no proof on a busy machine).
+                backend.wait_for(
+                    lambda got, c=connection: (
+                        sum(1 for m in got if m.connection == c and m.name == "SET_VRING_ERR")
+                        >= scenario.queues
+                    ),
+                    timeout=10,
+                )
                 backend.settle()
             try:
                 out, err = proc.communicate(b'{"execute":"quit"}\n', timeout=10)
