@@ -170,11 +170,13 @@ def _serve(sessions: SessionTable, chain: LazyChain, scratch: bytearray | None) 
     writable_len = chain.writable_len
     if writable_len < 1:
         raise VirtioCryptoError("data request has no room for its status")
-    head = chain.readable_views(0, DATA_REQUEST_SIZE)
-    if len(head) == 1 and head[0].nbytes == DATA_REQUEST_SIZE:
-        fields = _CIPHER_REQUEST.unpack_from(head[0])
+    # the qomhost frontend sends header, IV and source in one buffer; Linux
+    # one each
+    first = chain.first_readable()
+    if first is not None and first.nbytes >= DATA_REQUEST_SIZE:
+        fields = _CIPHER_REQUEST.unpack_from(first)
     else:
-        header = b"".join(head)
+        header = chain.read(0, DATA_REQUEST_SIZE)
         if len(header) < DATA_REQUEST_SIZE:
             raise VirtioCryptoError(f"data request header is {len(header)} bytes, not 72")
         fields = _CIPHER_REQUEST.unpack(header)
@@ -197,15 +199,21 @@ def _serve(sessions: SessionTable, chain: LazyChain, scratch: bytearray | None) 
         raise VirtioCryptoError(
             f"data request has {writable_len} writable bytes, needs {length + 1}"
         )
-    # ECB takes no IV: one the driver sent anyway is skipped
-    iv = chain.read(DATA_REQUEST_SIZE, iv_len) if session.iv_len else b""
     session.check_length(length)
+    at = DATA_REQUEST_SIZE + iv_len
+    if first is not None and first.nbytes >= at + length:
+        iv = bytes(first[DATA_REQUEST_SIZE:at])
+        src = [first[at : at + length]]
+    else:
+        iv = chain.read(DATA_REQUEST_SIZE, iv_len)
+        src = chain.readable_views(at, length)
+    if not session.iv_len:
+        iv = b""  # ECB takes no IV: one the driver sent anyway is skipped
     # The session's direction decides, as in QEMU's own backend; the
     # opcode only when the session left it open.
     encrypt = session.direction == Op.ENCRYPT if session.direction else _CIPHER_OPS[opcode]
     ctx = session.context(encrypt, iv)
     if length:
-        src = chain.readable_views(DATA_REQUEST_SIZE + iv_len, length)
         dst = chain.writable_views(0, length)
         _run_cipher(session, ctx, src, dst, scratch)
     return Status.OK

@@ -120,6 +120,12 @@ _NEXT_LO = bytes((i + 1) & 0xFF for i in range(MAX_QUEUE_SIZE))
 _NEXT_HI = bytes((i + 1) >> 8 for i in range(MAX_QUEUE_SIZE))
 # the shortcut reads fields through native-order casts
 _NATIVE_LE = sys.byteorder == "little"
+# tables up to this many descriptors are walked one by one all the same
+_SHORT_TABLE = 4
+
+#: a walked chain: its descriptors' addresses and lengths, how many are
+#: readable, how many in all, and the readable and writable bytes
+_Walked = tuple[list[int], list[int], int, int, int, int]
 
 
 class VirtqueueError(QemuError):
@@ -256,25 +262,19 @@ class LazyChain:
         "writable_len",
     )
 
-    def __init__(
-        self,
-        memory: GuestMemory,
-        head: int,
-        addrs: list[int],
-        lens: list[int],
-        split: int,
-        count: int,
-    ) -> None:
+    def __init__(self, memory: GuestMemory, head: int, walked: _Walked) -> None:
         self._memory = memory
         self.head = head
-        self._addrs = addrs
-        self._lens = lens
-        #: descriptors [0, split) are readable, [split, count) writable
-        self._split = split
-        self._count = count
-        #: bytes in the device-readable and the device-writable descriptors
-        self.readable_len = sum(lens[:split])
-        self.writable_len = sum(lens[split:count])
+        # descriptors [0, split) are readable, [split, count) writable;
+        # readable_len and writable_len: the bytes in each part
+        (
+            self._addrs,
+            self._lens,
+            self._split,
+            self._count,
+            self.readable_len,
+            self.writable_len,
+        ) = walked
 
     @property
     def descriptors(self) -> tuple[int, int]:
@@ -290,6 +290,16 @@ class LazyChain:
     def writable_views(self, offset: int, length: int) -> list[memoryview]:
         """As :meth:`readable_views`, in the device-writable part."""
         return self._map(self._split, self._count, offset, length)
+
+    def first_readable(self) -> memoryview | None:
+        """The first readable buffer whole (up to a region's end), or None.
+
+        One mapping for a request whose driver put it all in one buffer.
+        """
+        if not self._split:
+            return None
+        views = self._map(0, 1, 0, self._lens[0])
+        return views[0]
 
     def read(self, offset: int, length: int) -> bytes:
         """A copy of readable bytes ``offset`` to ``offset + length`` (or fewer)."""
@@ -316,9 +326,13 @@ class LazyChain:
         while i < stop and offset >= lens[i]:
             offset -= lens[i]
             i += 1
+        if i == stop or length <= 0:
+            return []
         out: list[memoryview] = []
         start = end = -1
         try:
+            if length <= lens[i] - offset:  # the common case: one buffer holds it
+                return self._memory.views(addrs[i] + offset, length)
             while i < stop and length > 0:
                 addr = addrs[i] + offset
                 take = lens[i] - offset
@@ -442,7 +456,7 @@ class DeviceVirtqueue:
         head = self._take()
         if head < 0:
             return None
-        addrs, lens, split, count = self._walk(head)
+        addrs, lens, split, count, readable_len, writable_len = self._walk(head)
         views = self.memory.views
         readable: list[memoryview] = []
         writable: list[memoryview] = []
@@ -453,7 +467,7 @@ class DeviceVirtqueue:
                 writable += views(addrs[i], lens[i])
         except GuestMemoryError as exc:
             raise VirtqueueError(f"virtio: invalid address for buffers: {exc.desc}") from None
-        return DescriptorChain(head, readable, writable, sum(lens[:split]), sum(lens[split:count]))
+        return DescriptorChain(head, readable, writable, readable_len, writable_len)
 
     def pop_lazy(self) -> LazyChain | None:
         """Like :meth:`pop`, checking the same, but mapping nothing yet: see
@@ -461,8 +475,7 @@ class DeviceVirtqueue:
         head = self._take()
         if head < 0:
             return None
-        addrs, lens, split, count = self._walk(head)
-        return LazyChain(self.memory, head, addrs, lens, split, count)
+        return LazyChain(self.memory, head, self._walk(head))
 
     def _take(self) -> int:
         """The head of the next available chain, or -1."""
@@ -482,9 +495,10 @@ class DeviceVirtqueue:
             raise VirtqueueError(f"Guest says index {head} is available")
         return head
 
-    def _walk(self, head: int) -> tuple[list[int], list[int], int, int]:
+    def _walk(self, head: int) -> _Walked:
         """Check the chain at ``head``; its descriptors' addresses and lengths,
-        how many are readable (they come first) and how many there are."""
+        how many are readable (they come first), how many there are, and the
+        bytes in the readable and in the writable ones."""
         table = self._desc
         limit = self.num
         addr, length, flags, nxt = _DESC.unpack_from(table, _DESC_SIZE * head)
@@ -494,7 +508,8 @@ class DeviceVirtqueue:
                 raise VirtqueueError("Invalid size for indirect buffer table")
             table = self._indirect_table(addr, length)
             limit = length // _DESC_SIZE
-            if _NATIVE_LE:
+            # a table of a few descriptors costs less the plain way
+            if limit > _SHORT_TABLE and _NATIVE_LE:
                 walked = self._walk_table(table)
                 if walked is not None:
                     return walked
@@ -503,7 +518,7 @@ class DeviceVirtqueue:
         addrs: list[int] = []
         lens: list[int] = []
         split = -1
-        count = 0
+        count = readable_len = writable_len = 0
         while True:
             if flags & VIRTQ_DESC_F_INDIRECT:
                 raise VirtqueueError(
@@ -518,8 +533,11 @@ class DeviceVirtqueue:
             if flags & VIRTQ_DESC_F_WRITE:
                 if split < 0:
                     split = count
+                writable_len += length
             elif split >= 0:
                 raise VirtqueueError("Incorrect order for descriptors")
+            else:
+                readable_len += length
             addrs.append(addr)
             lens.append(length)
             count += 1
@@ -527,12 +545,13 @@ class DeviceVirtqueue:
             if count > limit:
                 raise VirtqueueError("Looped descriptor")
             if not flags & VIRTQ_DESC_F_NEXT:
-                return addrs, lens, count if split < 0 else split, count
+                split = count if split < 0 else split
+                return addrs, lens, split, count, readable_len, writable_len
             if nxt >= limit:
                 raise VirtqueueError(f"Desc next is {nxt}")
             addr, length, flags, nxt = _DESC.unpack_from(table, _DESC_SIZE * nxt)
 
-    def _walk_table(self, table: memoryview) -> tuple[list[int], list[int], int, int] | None:
+    def _walk_table(self, table: memoryview) -> _Walked | None:
         """:meth:`_walk` for an indirect table filled in order, with no loop in
         Python; ``None`` when the table is not such a well-formed one."""
         kinds = bytes(table[12::_DESC_SIZE]).translate(_FLAG_CLASS)
@@ -558,7 +577,8 @@ class DeviceVirtqueue:
         split = found.end(1)
         if kinds[count - 1] == ord("R"):
             split = count
-        return addrs, lens, split, count
+        readable_len = sum(lens[:split])
+        return addrs, lens, split, count, readable_len, sum(lens) - readable_len
 
     def _indirect_table(self, addr: int, length: int) -> memoryview:
         try:
