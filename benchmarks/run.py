@@ -2,8 +2,9 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/run.py                  # about 5 minutes
-    .venv/bin/python benchmarks/run.py --rounds 10 --trials 2 --seconds 1   # quick look
+    .venv/bin/python benchmarks/run.py          # about 10 minutes, 5 of them guest boots
+    .venv/bin/python benchmarks/run.py --rounds 10 --trials 2 --seconds 1 \
+        --guest-rounds 1 --guest-seconds 1      # quick look
 
 Nothing else should run meanwhile: the benchmarks time processes, and on a
 shared VM even the reference moves. Only ratios within one run mean much.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import authz
 import cryptodev
+import guest_crypto
 import iothread_idle
 import iothread_latency
 import qmp_rate
@@ -129,6 +131,12 @@ def main() -> None:
     parser.add_argument("--idle-trials", type=int, default=5, help="idle iothread trials (5)")
     parser.add_argument("--crypto-rounds", type=int, default=5, help="cryptodev rounds (5)")
     parser.add_argument("--sev-rounds", type=int, default=7, help="SEV measurement rounds (7)")
+    parser.add_argument(
+        "--guest-rounds", type=int, default=3, help="guest AF_ALG boots per backend (3)"
+    )
+    parser.add_argument(
+        "--guest-seconds", type=float, default=5.0, help="guest AF_ALG seconds per size (5)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="file to write")
     args = parser.parse_args()
     clients = tuple(int(n) for n in args.clients.split(",") if n)
@@ -151,6 +159,8 @@ def main() -> None:
     idle = iothread_idle.run(args.idle_trials)
     log("cryptodev ...")
     crypto_result = cryptodev.run(args.crypto_rounds)
+    log("guest_crypto ...")
+    guest_result = guest_crypto.run(args.guest_rounds, args.guest_seconds)
     log("sev_measure ...")
     sev_result = sev_measure.run(args.sev_rounds)
     log("import profile ...")
@@ -209,6 +219,14 @@ def main() -> None:
             "`cryptography` called directly.",
             "",
             crypto_result.markdown(),
+            "",
+            "## Guest AF_ALG through virtio-crypto",
+            "",
+            "A Linux guest under QEMU 7.2 encrypting through its `virtio_crypto` driver, "
+            "by `.venv/bin/python benchmarks/guest_crypto.py` (its docstring describes the "
+            "guest and the three backends).",
+            "",
+            guest_result.markdown(),
             "",
             "## SEV launch measurement: qomhost against sev-snp-measure",
             "",
