@@ -140,6 +140,40 @@ def test_bottom_half_scheduled_by_a_bottom_half_runs_next_time(ctx: AioContext) 
     assert calls == ["a", "b"]
 
 
+def test_bottom_half_scheduled_by_the_loop_itself_writes_no_eventfd(ctx: AioContext) -> None:
+    """The loop looks at its bottom halves before it waits, so one it schedules
+    while running a handler costs no eventfd write and no extra wake-up."""
+    calls: list[str] = []
+    reader, writer = os.pipe()
+    try:
+        os.write(writer, b"x")
+
+        def on_read() -> None:
+            os.read(reader, 1)
+            # this one runs in the same iteration, the one it schedules in the next
+            ctx.schedule(lambda: (calls.append("bh"), ctx.schedule(lambda: calls.append("next"))))
+
+        ctx.set_fd_handler(reader, on_read)
+        ctx.run_once()
+        assert calls == ["bh"]
+        with pytest.raises(BlockingIOError):  # nothing was written to wake the loop
+            os.eventfd_read(ctx._notify_fd)
+        start = time.monotonic()
+        ctx.run_once(blocking=True)  # does not wait: a bottom half is due
+        assert calls == ["bh", "next"]
+        assert time.monotonic() - start < 1
+        # bottom halves from the loop and from elsewhere meanwhile both run
+        ctx.schedule(lambda: calls.append("again"))
+        threading.Thread(target=ctx.schedule, args=(lambda: calls.append("thread"),)).start()
+        while len(calls) < 4:
+            ctx.run_once(blocking=True)
+        assert sorted(calls[2:]) == ["again", "thread"]
+    finally:
+        ctx.set_fd_handler(reader, None)
+        os.close(reader)
+        os.close(writer)
+
+
 def test_bottom_half_from_another_thread_wakes_a_blocked_loop(ctx: AioContext) -> None:
     ran: list[str] = []
     # If the wake-up were lost, the watchdog would end the wait instead.

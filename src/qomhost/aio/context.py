@@ -202,6 +202,11 @@ class AioContext:
         self._seq = itertools.count()
         self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._notified = False
+        # the loop's thread while it runs handlers (else 0): a bottom half it
+        # schedules then needs no wake-up, as the loop looks at its bottom
+        # halves before it waits (QEMU's aio_notify writes only while
+        # ctx->notify_me says the loop may be waiting)
+        self._dispatching = 0
         #: set by notify(); ends a busy-polling window at once, as the poll
         #: callback of QEMU's ctx->notifier does (``ctx->notified``)
         self._kicked = False
@@ -342,6 +347,8 @@ class AioContext:
             if self._notified:
                 return
             self._notified = True
+        if self._dispatching and self._dispatching == _thread.get_ident():
+            return
         self.notify()
 
     def notify(self) -> None:
@@ -580,13 +587,17 @@ class AioContext:
             if block_ns > self.poll_ns:  # else the sweet spot: nothing to adjust
                 self.adjust_polling(block_ns)
         self._polled_at = 0
-        if self._ready:
-            ready, self._ready = self._ready, []
-            for io_poll_ready in ready:
-                if io_poll_ready is not None:
-                    _call(io_poll_ready, "poll ready handler")
-        if events or self._bh or self._timers:
-            progress = self._dispatch(events) or progress
+        self._dispatching = _thread.get_ident()
+        try:
+            if self._ready:
+                ready, self._ready = self._ready, []
+                for io_poll_ready in ready:
+                    if io_poll_ready is not None:
+                        _call(io_poll_ready, "poll ready handler")
+            if events or self._bh or self._timers:
+                progress = self._dispatch(events) or progress
+        finally:
+            self._dispatching = 0
         return progress
 
     def _dispatch(self, events: list[tuple[int, int]]) -> bool:
