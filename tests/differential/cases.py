@@ -25,6 +25,21 @@ from harness import (
     restrict_named_list,
     restrict_type_list,
 )
+from script import (
+    BASE,
+    CAPS,
+    CAPS_OOB,
+    HMP,
+    QMP,
+    add,
+    ex,
+    get,
+    hmc,
+    objects,
+    qlist,
+    qset,
+    with_id,
+)
 
 # --------------------------------------------------------------------------- scope
 # What qomhost implements for this issue; the normalisers compare only these.
@@ -127,52 +142,7 @@ CT_UNDER_K3 = "jyxa7cXGmtgJ4HboZE28IQ=="
 
 # --------------------------------------------------------------------------- helpers
 
-BASE = ("-machine", "none", "-nodefaults", "-display", "none")
-QMP = (*BASE, "-qmp", "stdio")
-HMP = (*BASE, "-monitor", "stdio")
-CAPS: Mapping[str, object] = {"execute": "qmp_capabilities"}
-CAPS_OOB: Mapping[str, object] = {"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}}
 S = "/objects/s"
-
-
-def ex(command: str, /, **arguments: object) -> dict[str, object]:
-    """``{"execute": command, "arguments": {...}}``; ``_`` in argument names becomes ``-``."""
-    msg: dict[str, object] = {"execute": command}
-    if arguments:
-        msg["arguments"] = {k.replace("_", "-"): v for k, v in arguments.items()}
-    return msg
-
-
-def with_id(msg: Mapping[str, object], id_: object) -> dict[str, object]:
-    return {**msg, "id": id_}
-
-
-def get(path: str, prop: str) -> dict[str, object]:
-    return ex("qom-get", path=path, property=prop)
-
-
-def qset(path: str, prop: str, value: object) -> dict[str, object]:
-    return ex("qom-set", path=path, property=prop, value=value)
-
-
-def qlist(path: str) -> dict[str, object]:
-    return ex("qom-list", path=path)
-
-
-def add(qom_type: str, id_: str, **props: object) -> dict[str, object]:
-    return ex("object-add", qom_type=qom_type, id=id_, **props)
-
-
-def hmc(line: str) -> dict[str, object]:
-    """``human-monitor-command``: HMP through QMP."""
-    return ex("human-monitor-command", command_line=line)
-
-
-def objects(specs: Iterable[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for spec in specs:
-        out += ["-object", spec]
-    return tuple(out)
 
 
 def qmp(

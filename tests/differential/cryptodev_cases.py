@@ -20,14 +20,10 @@ segmentation fault after its error message).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from harness import Case, ScriptItem, restrict_named_list
-
-BASE = ("-machine", "none", "-nodefaults", "-display", "none")
-QMP = (*BASE, "-qmp", "stdio")
-HMP = (*BASE, "-monitor", "stdio")
-CAPS: Mapping[str, object] = {"execute": "qmp_capabilities"}
+from script import BASE, CAPS, QMP, add, ex, get, hmc, qset
 
 #: a server chardev nobody connects to: the object is created, no handshake runs
 SRV = "socket,id=c0,path={tmp}/c0.sock,server=on,wait=off"
@@ -38,29 +34,6 @@ B = "/objects/b"
 V = "/objects/v"
 CB = "/objects/cb"
 CRYPTO_TYPES = ("cryptodev-backend", "cryptodev-backend-builtin", "cryptodev-vhost-user")
-
-
-def ex(command: str, /, **arguments: object) -> dict[str, object]:
-    msg: dict[str, object] = {"execute": command}
-    if arguments:
-        msg["arguments"] = {k.replace("_", "-"): v for k, v in arguments.items()}
-    return msg
-
-
-def get(path: str, prop: str) -> dict[str, object]:
-    return ex("qom-get", path=path, property=prop)
-
-
-def qset(path: str, prop: str, value: object) -> dict[str, object]:
-    return ex("qom-set", path=path, property=prop, value=value)
-
-
-def add(qom_type: str, id_: str, **props: object) -> dict[str, object]:
-    return ex("object-add", qom_type=qom_type, id=id_, **props)
-
-
-def hmc(line: str) -> dict[str, object]:
-    return ex("human-monitor-command", command_line=line)
 
 
 def qmp(

@@ -11,10 +11,12 @@ from __future__ import annotations
 import atexit
 import base64
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 from harness import Case, ScriptItem
+from script import CAPS, QMP, ex, get
+from script import objects as objs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
@@ -25,9 +27,6 @@ from qomhost.crypto.keyring import (
     revoke_key,
 )
 
-BASE = ("-machine", "none", "-nodefaults", "-display", "none")
-QMP = (*BASE, "-qmp", "stdio")
-CAPS: Mapping[str, object] = {"execute": "qmp_capabilities"}
 S = "/objects/s"
 
 # The same vectors as cases.py (made once with the openssl CLI).
@@ -68,24 +67,6 @@ revoke_key(REVOKED)
 #: no such key: serials are random 31-bit numbers, so one just made and
 #: revoked is the surest unused one; a small serial is almost never in use
 MISSING = 12345
-
-
-def ex(command: str, /, **arguments: object) -> dict[str, object]:
-    msg: dict[str, object] = {"execute": command}
-    if arguments:
-        msg["arguments"] = {k.replace("_", "-"): v for k, v in arguments.items()}
-    return msg
-
-
-def get(path: str, prop: str) -> dict[str, object]:
-    return ex("qom-get", path=path, property=prop)
-
-
-def objs(specs: Iterable[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for spec in specs:
-        out += ["-object", spec]
-    return tuple(out)
 
 
 def qmp(name: str, *script: ScriptItem, specs: Iterable[str] = (), note: str = "") -> Case:

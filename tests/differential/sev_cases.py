@@ -17,10 +17,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from harness import Case, Normalizer, Outcome, ScriptItem
+from script import BASE, CAPS, QMP, ex, get, hmc, qset
+from script import objects as objs
 
-BASE = ("-machine", "none", "-nodefaults", "-display", "none")
-QMP = (*BASE, "-qmp", "stdio")
-CAPS: Mapping[str, object] = {"execute": "qmp_capabilities"}
 SEV = "/objects/sev0"
 #: the seed's object
 SEED = "sev-guest,id=sev0,cbitpos=47,reduced-phys-bits=5"
@@ -36,32 +35,6 @@ PROPS = (
     "cbitpos",
     "reduced-phys-bits",
 )
-
-
-def ex(command: str, /, **arguments: object) -> dict[str, object]:
-    msg: dict[str, object] = {"execute": command}
-    if arguments:
-        msg["arguments"] = {k.replace("_", "-"): v for k, v in arguments.items()}
-    return msg
-
-
-def get(path: str, prop: str) -> dict[str, object]:
-    return ex("qom-get", path=path, property=prop)
-
-
-def qset(path: str, prop: str, value: object) -> dict[str, object]:
-    return ex("qom-set", path=path, property=prop, value=value)
-
-
-def hmc(line: str) -> dict[str, object]:
-    return ex("human-monitor-command", command_line=line)
-
-
-def objs(specs: Iterable[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for spec in specs:
-        out += ["-object", spec]
-    return tuple(out)
 
 
 def qmp(
