@@ -39,6 +39,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -547,3 +548,32 @@ def start_qsd_blk() -> Iterator[StartQsd]:
 def qsd_blk(start_qsd_blk: StartQsd) -> StorageDaemon:
     """One running vhost-user-blk export: a 4 MiB zeroed image, 2 queues, writable."""
     return start_qsd_blk(num_queues=2)
+
+
+# --- qomhost's own backend program ------------------------------------------------------
+
+#: the backend program installed next to the running Python
+CRYPTO_BACKEND = str(Path(sys.executable).parent / "qomhost-vhost-user-crypto")
+
+
+@contextlib.contextmanager
+def crypto_backend(
+    path: str, queues: int = 1, *args: str, stderr: IO[bytes] | int | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``qomhost-vhost-user-crypto --socket-path PATH --queues N ARGS`` until the
+    block ends (then killed); waits until it listens."""
+    if not os.path.exists(CRYPTO_BACKEND):
+        raise PeerUnavailable(f"{CRYPTO_BACKEND} is not installed (pip install -e .)")
+    proc = subprocess.Popen(
+        [CRYPTO_BACKEND, "--socket-path", path, "--queues", str(queues), *args], stderr=stderr
+    )
+    try:
+        wait_until(
+            lambda: os.path.exists(path) or proc.poll() is not None,
+            f"{CRYPTO_BACKEND} listening on {path}",
+        )
+        assert proc.poll() is None, "the backend exited"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()

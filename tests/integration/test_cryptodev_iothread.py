@@ -11,8 +11,6 @@ requests flowing.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from peers import crypto_backend
 from qomhost.chardev.socket import ChardevSocket, SocketAddress
 from qomhost.cryptodev.virtio_crypto import Opcode
 from qomhost.errors import QemuError
@@ -41,18 +40,9 @@ def cbc(key: bytes, iv: bytes, data: bytes) -> bytes:
 @pytest.fixture
 def socket_path(tmp_path: Path) -> Iterator[str]:
     """The backend program listening on a socket of its own."""
-    if not os.path.exists(BACKEND) and shutil.which("qomhost-vhost-user-crypto") is None:
-        pytest.skip("qomhost-vhost-user-crypto is not installed")
     path = str(tmp_path / "crypto.sock")
-    proc = subprocess.Popen([BACKEND, "--socket-path", path, "--queues", str(QUEUES)])
-    deadline = time.monotonic() + 10
-    while not os.path.exists(path):
-        assert proc.poll() is None, "the backend exited"
-        assert time.monotonic() < deadline, "the backend did not listen"
-        time.sleep(0.02)
-    yield path
-    proc.kill()
-    proc.wait()
+    with crypto_backend(path, QUEUES):
+        yield path
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from peers import crypto_backend
 from qomhost.chardev.socket import ChardevSocket, SocketAddress
 from qomhost.cryptodev.virtio_crypto import CipherAlgo, Op, decode_session
 from qomhost.errors import QemuError
@@ -214,18 +214,9 @@ def test_disconnect_and_reconnect(tmp_path: Path, loophost: LoopHost) -> None:
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    if not os.path.exists(BACKEND) and shutil.which("qomhost-vhost-user-crypto") is None:
-        pytest.skip("qomhost-vhost-user-crypto is not installed")
     path = str(tmp_path / "crypto.sock")
-    proc = subprocess.Popen([BACKEND, "--socket-path", path, "--queues", str(QUEUES)])
-    deadline = time.monotonic() + 10
-    while not os.path.exists(path):
-        assert proc.poll() is None, "the backend exited"
-        assert time.monotonic() < deadline, "the backend did not listen"
-        time.sleep(0.02)
-    yield path, proc
-    proc.kill()
-    proc.wait()
+    with crypto_backend(path, QUEUES) as proc:
+        yield path, proc
 
 
 def test_nist_and_random_on_every_queue(backend: tuple[str, object], loophost: LoopHost) -> None:
@@ -342,15 +333,7 @@ def test_object_del_stops_the_rings_first(tmp_path: Path, loophost: LoopHost) ->
     does (SET_VRING_ENABLE 0, GET_VRING_BASE) before their memory goes away."""
     path = str(tmp_path / "crypto.sock")
     log_path = tmp_path / "backend.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [BACKEND, "--socket-path", path, "--queues", "2", "-v"], stderr=log_file
-        )
-    try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(path):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
+    with open(log_path, "wb") as log_file, crypto_backend(path, 2, "-v", stderr=log_file) as proc:
         loophost.chardev(path)
         dev = loophost.device(queues=2)
         loophost.start()
@@ -370,6 +353,3 @@ def test_object_del_stops_the_rings_first(tmp_path: Path, loophost: LoopHost) ->
             assert [r.split(" ")[0] for r in stop] == ["SET_VRING_ENABLE", "GET_VRING_BASE"], text
         assert requests.index("CLOSE_CRYPTO_SESSION (27) value=0x0") < len(requests) - 4
         assert proc.poll() is None, "the backend must keep serving"
-    finally:
-        proc.kill()
-        proc.wait()
