@@ -225,3 +225,37 @@ def test_batches_into_caller_buffers(socket_path: str, host: Host) -> None:
             )
         with pytest.raises(QemuError, match="2 requests but 1 output buffers"):
             dev.encrypt_many_into(session, [(bytes(16), bytes(32))] * 2, [bytearray(32)])
+
+
+def test_pipelined_groups(socket_path: str, host: Host) -> None:
+    """submit_many_into keeps several groups in flight; each waited for in turn."""
+    io = iothread(host, aio_max_batch=8)
+    dev = device(host, socket_path)
+    dev.set_iothread(io)
+    key = os.urandom(32)
+    depth, group = 4, 24
+    with (
+        dev.create_session("aes-256-cbc", key=key) as enc_session,
+        dev.create_session("aes-256-cbc", key=key, op="decrypt") as dec_session,
+    ):
+        outs = [[bytearray(4096) for _ in range(group)] for _ in range(depth)]
+        sent: list[tuple[list[tuple[bytes, bytes]], list[bytearray], object]] = []
+        for round_ in range(3 * depth):
+            if len(sent) == depth:
+                items, out, pending = sent.pop(0)
+                pending.wait()  # type: ignore[attr-defined]
+                for (iv, data), target in zip(items, out, strict=True):
+                    assert bytes(target[: len(data)]) == cbc(key, iv, data)
+            out = outs[round_ % depth]
+            items = [(os.urandom(16), os.urandom(16 * (1 + i % 256))) for i in range(group)]
+            sent.append((items, out, dev.submit_many_into(enc_session, items, out)))
+        for items, out, pending in sent:
+            pending.wait()  # type: ignore[attr-defined]
+            pending.wait()  # type: ignore[attr-defined]  # a second wait returns at once
+            for (iv, data), target in zip(items, out, strict=True):
+                assert bytes(target[: len(data)]) == cbc(key, iv, data)
+        # the session's direction decides
+        iv, data = os.urandom(16), os.urandom(64)
+        back = [bytearray(64)]
+        dev.submit_many_into(dec_session, [(iv, cbc(key, iv, data))], back).wait()
+        assert bytes(back[0]) == data

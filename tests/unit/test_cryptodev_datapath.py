@@ -116,3 +116,24 @@ def test_builtin_encrypt_many_into() -> None:
             assert bytes(target[32:]) == bytes(32)
     finally:
         host.close()
+
+
+def test_builtin_submit_many_into_is_done_at_once() -> None:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from qomhost.host import Host
+
+    host = Host()
+    try:
+        dev = host.add_object("cryptodev-backend-builtin", "cb0")
+        key = bytes(range(32))
+        out = [bytearray(32) for _ in range(3)]
+        items = [(bytes([i]) * 16, bytes([i]) * 32) for i in range(3)]
+        with dev.create_session("aes-256-cbc", key=key) as session:  # type: ignore[attr-defined]
+            pending = dev.submit_many_into(session, items, out)  # type: ignore[attr-defined]
+            for (iv, data), target in zip(items, out, strict=True):
+                enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+                assert bytes(target) == enc.update(data) + enc.finalize()
+            pending.wait()
+    finally:
+        host.close()

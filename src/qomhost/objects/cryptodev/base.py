@@ -32,6 +32,13 @@ are offered to Python, identically on every backend::
   :meth:`encrypt_many_into` / :meth:`decrypt_many_into` write the results
   into buffers the caller provides (and may reuse), so large requests cost
   no fresh memory per result.
+* :meth:`CryptoDevBackend.submit_many_into` ``(session, items, out, *,
+  queue=None) -> PendingRequests`` sends the same requests (in the
+  session's direction) and returns at once; ``pending.wait()`` returns
+  once every result is in ``out``. A caller that keeps several such groups
+  in flight keeps a queuing backend busy while it prepares the next group
+  (one group waited for, the next sent): the two ends work at the same
+  time instead of in turn. Other backends do the work before returning.
 * :meth:`CryptoDevBackend.encrypt_async` / :meth:`decrypt_async`: the same,
   awaited from asyncio; the work is done on the object's
   :class:`~qomhost.aio.context.AioContext` (through
@@ -52,7 +59,7 @@ is re-initialised, so a change counts only for a backend not yet complete.
 from __future__ import annotations
 
 import threading
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, ClassVar
 
 from qomhost.cryptodev.virtio_crypto import (
@@ -78,6 +85,7 @@ __all__ = [
     "CIPHERS",
     "CryptoDevBackend",
     "CryptoDevError",
+    "PendingRequests",
     "Session",
     "cipher_session_info",
 ]
@@ -106,6 +114,26 @@ _CHAIN_ORDERS = {
 
 class CryptoDevError(QemuError):
     """A session or request failed (QEMU's text where QEMU reports one)."""
+
+
+class PendingRequests:
+    """Requests sent by :meth:`CryptoDevBackend.submit_many_into`.
+
+    :meth:`wait` returns once every result is in its output buffer (the
+    buffers must not be touched before), or raises :class:`CryptoDevError`
+    for the first request that failed.
+    """
+
+    __slots__ = ("_wait",)
+
+    def __init__(self, wait: Callable[[], object] | None = None) -> None:
+        self._wait = wait
+
+    def wait(self) -> None:
+        """Wait for every request (again: returns at once)."""
+        wait, self._wait = self._wait, None
+        if wait is not None:
+            wait()
 
 
 def _checked(
@@ -393,6 +421,20 @@ class CryptoDevBackend(Object):
         self._check_session(session, Op.DECRYPT)
         self._cipher_many(session, _checked(items, out), queue, out)
 
+    def submit_many_into(
+        self,
+        session: Session,
+        items: Sequence[tuple[bytes, bytes]],
+        out: Sequence[bytearray | memoryview],
+        *,
+        queue: int | None = None,
+    ) -> PendingRequests:
+        """:meth:`encrypt_many_into` or :meth:`decrypt_many_into` (as the
+        session's direction says), without waiting: the results are in
+        ``out`` once the returned :class:`PendingRequests` is waited for."""
+        self._check_session(session, session.op)
+        return self._submit_many(session, _checked(items, out), queue, out)
+
     def encrypt_async(
         self, session: Session, iv: bytes, data: bytes, *, queue: int | None = None
     ) -> Coroutine[Any, Any, bytes]:
@@ -430,6 +472,17 @@ class CryptoDevBackend(Object):
             for result, target in zip(results, out, strict=True):
                 memoryview(target).cast("B")[: len(result)] = result
         return results
+
+    def _submit_many(
+        self,
+        session: Session,
+        items: list[tuple[bytes, bytes]],
+        queue: int | None,
+        out: Sequence[bytearray | memoryview],
+    ) -> PendingRequests:
+        """By default the work is done before this returns."""
+        self._cipher_many(session, items, queue, out)
+        return PendingRequests()
 
     async def _cipher_async(
         self, session: Session, iv: bytes, data: bytes, queue: int | None

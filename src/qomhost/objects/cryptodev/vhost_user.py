@@ -73,6 +73,7 @@ from qomhost.objects.cryptodev.base import (
     MAX_CRYPTO_QUEUE_NUM,
     CryptoDevBackend,
     CryptoDevError,
+    PendingRequests,
     Session,
 )
 from qomhost.qapi.schema import STR, Member
@@ -372,15 +373,45 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
         queue: int | None,
         out: Sequence[bytearray | memoryview] | None = None,
     ) -> list[bytes]:
+        context = self.data_context
+        if context is not None and context.thread_id in (None, threading.get_native_id()):
+            # On the loop's own thread: one request at a time, each waited
+            # for by running the loop here.
+            self._datapath()
+            return super()._cipher_many(session, items, queue, out)
+        return self._send_many(session, items, queue, out)()
+
+    def _submit_many(
+        self,
+        session: Session,
+        items: list[tuple[bytes, bytes]],
+        queue: int | None,
+        out: Sequence[bytearray | memoryview],
+    ) -> PendingRequests:
+        context = self.data_context
+        if context is not None and context.thread_id in (None, threading.get_native_id()):
+            self._cipher_many(session, items, queue, out)
+            return PendingRequests()
+        return PendingRequests(self._send_many(session, items, queue, out))
+
+    def _datapath(self) -> DataPath:
         datapath = self.datapath
         if datapath is None or not self._ready:
             raise CryptoDevError(f"cryptodev backend '{self.name}' is not ready")
+        return datapath
+
+    def _send_many(
+        self,
+        session: Session,
+        items: list[tuple[bytes, bytes]],
+        queue: int | None,
+        out: Sequence[bytearray | memoryview] | None,
+    ) -> Callable[[], list[bytes]]:
+        """Make ``items`` available (from a thread other than the data loop's);
+        the function that waits for their results."""
+        datapath = self._datapath()
         context = self.data_context
         assert context is not None
-        if context.thread_id in (None, threading.get_native_id()):
-            # On the loop's own thread: one request at a time, each waited
-            # for by running the loop here.
-            return super()._cipher_many(session, items, queue, out)
         sent = [i for i, (_iv, data) in enumerate(items) if data]  # empty ones are not sent
         targets = None if out is None else [memoryview(out[i]).cast("B") for i in sent]
         opcode = Opcode.CIPHER_ENCRYPT if session.op == Op.ENCRYPT else Opcode.CIPHER_DECRYPT
@@ -393,16 +424,21 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
             context.batch_limit(),
             targets,
         )
-        try:
-            results = batch.wait(self.request_timeout + len(items) * 0.001)
-        except TimeoutError:
-            raise CryptoDevError(
-                f"no answer from the vhost-user backend in {self.request_timeout:g} s"
-            ) from None
-        if len(sent) == len(items):
-            return results
-        found = iter(results)
-        return [next(found) if data else b"" for _iv, data in items]
+        timeout = self.request_timeout + len(items) * 0.001
+
+        def wait() -> list[bytes]:
+            try:
+                results = batch.wait(timeout)
+            except TimeoutError:
+                raise CryptoDevError(
+                    f"no answer from the vhost-user backend in {self.request_timeout:g} s"
+                ) from None
+            if len(sent) == len(items):
+                return results
+            found = iter(results)
+            return [next(found) if data else b"" for _iv, data in items]
+
+        return wait
 
     async def _cipher_async(
         self, session: Session, iv: bytes, data: bytes, queue: int | None
