@@ -954,3 +954,65 @@ def test_has_used_and_the_used_event_race() -> None:
         assert not p.driver.used_since_rearm()
     finally:
         p.close()
+
+
+pair_descriptor = st.tuples(
+    st.one_of(st.integers(0, MEM_SIZE + 64), st.sampled_from([MEM_SIZE - 8, 2**64 - 8])),
+    st.one_of(st.integers(0, 64), st.sampled_from([MEM_SIZE, 2**32 - 1])),
+    st.sampled_from([0, 1, 2, 3, 4, 5, 6, 0x100, 0x101, 0xFFFF]),
+    st.sampled_from([0, 1, 2, 0xFFFF]),
+)
+
+
+# half the time the shape the shortcut takes (readable with NEXT to 1, then
+# readable or writable), with addresses and lengths still anywhere
+_pair_shape = st.tuples(
+    st.tuples(pair_descriptor.map(lambda d: d[:2]), st.just((VIRTQ_DESC_F_NEXT, 1))),
+    st.tuples(pair_descriptor.map(lambda d: d[:2]), st.sampled_from([(0, 0), (2, 7)])),
+).map(lambda ds: [(*a, *b) for a, b in ds])
+
+
+@_fuzz
+@given(descs=st.lists(pair_descriptor, min_size=2, max_size=2) | _pair_shape)
+def test_fuzz_two_descriptor_tables_as_the_long_way(
+    fuzz_pair: Pair, descs: list[tuple[int, int, int, int]]
+) -> None:
+    """The shortcut for two-descriptor tables gives what the walk one by one gives."""
+    p = fuzz_pair
+    table_gpa = MEM_SIZE // 2 + 2048
+    p.mem.write(table_gpa, b"".join(DESC.pack(*fields) for fields in descs))
+    desc_view = p.mem.view(p.driver.desc_gpa, 16 * 8)
+    DESC.pack_into(desc_view, 0, table_gpa, 32, VIRTQ_DESC_F_INDIRECT, 0)
+    avail = p.mem.view(p.driver.avail_gpa, 4 + 2 * 8)
+    U16.pack_into(avail, 4, 0)
+    U16.pack_into(avail, 2, 1)
+    results = []
+    for shortcut in (True, False):
+        device = DeviceVirtqueue.from_vring_addr(p.backend_mem, p.driver.vring_addr(0), 8)
+        if not shortcut:
+            device._walk_pair = lambda _table: None  # type: ignore[method-assign]
+        try:
+            results.append(device._walk(device._take()))
+        except VirtqueueError as exc:
+            results.append(exc.desc)
+    assert results[0] == results[1]
+
+
+def test_two_descriptor_table_shortcut_is_taken(pair: Pair) -> None:
+    src, dst = pair.buffer(b"abcd"), pair.buffer(8)
+    indirect_request(pair, [(src[0], 4, 0), (dst[0], 8, VIRTQ_DESC_F_WRITE)])
+    assert pair.device._walk_pair(pair.device._indirect_table(*_first_table(pair))) == (
+        [src[0], dst[0]],
+        [4, 8],
+        1,
+        2,
+        4,
+        8,
+    )
+    chain = pair.device.pop_lazy()
+    assert chain is not None and chain.read(0, 4) == b"abcd" and chain.writable_len == 8
+
+
+def _first_table(p: Pair) -> tuple[int, int]:
+    addr, length, _flags, _next = DESC.unpack_from(p.mem.view(p.driver.desc_gpa, 16))
+    return addr, length
