@@ -99,7 +99,8 @@ def _run_cipher(
     src: list[memoryview],
     dst: list[memoryview],
     scratch: bytearray | None = None,
-) -> None:
+    keep: bool = False,
+) -> bytes:
     """Cipher ``src`` into ``dst`` (the same total length).
 
     One buffer each way (the qomhost frontend's requests, a small guest
@@ -109,8 +110,13 @@ def _run_cipher(
     than a cipher call per page, each of which would also need its last
     block apart (``update_into`` wants room for a block more than it
     writes). The copy also makes in-place requests safe.
+
+    With ``keep`` the context is not finalised (the session keeps it for
+    its next request) and the last block it put out is returned, taken from
+    this process's own output, never read back from guest memory.
     """
     slack = session.slack
+    last = b""
     if len(src) == 1 and len(dst) == 1 and session.streaming:
         # the bulk straight through; the last block, which has no room
         # after it for the slack, through a copy
@@ -121,24 +127,31 @@ def _run_cipher(
                 ctx.update_into(s_part[:bulk], d_part[: bulk + slack])
             else:
                 bulk = 0
-            d_part[bulk:] = ctx.update(s_part[bulk:])
+            last = ctx.update(s_part[bulk:])
+            d_part[bulk:] = last
         else:
             ctx.update_into(s_part, d_part)
-        ctx.finalize()
-        return
-    data = src[0] if len(src) == 1 else b"".join(src)
-    size = len(data)
-    room = size + AES_BLOCK
-    if scratch is None or room > SCRATCH_LIMIT:
-        _scatter(ctx.update(data), dst)
     else:
-        if len(scratch) < room:
-            # grown in steps, in place (no view of it outlives a request)
-            scratch.extend(bytes(max(room, 2 * len(scratch)) - len(scratch)))
-        ctx.update_into(data, scratch)
-        with memoryview(scratch) as out:
-            _scatter(out[:size], dst)
+        data = src[0] if len(src) == 1 else b"".join(src)
+        size = len(data)
+        room = size + AES_BLOCK
+        if scratch is None or room > SCRATCH_LIMIT:
+            out = ctx.update(data)
+            _scatter(out, dst)
+            last = out[-AES_BLOCK:]
+        else:
+            if len(scratch) < room:
+                # grown in steps, in place (no view of it outlives a request)
+                scratch.extend(bytes(max(room, 2 * len(scratch)) - len(scratch)))
+            ctx.update_into(data, scratch)
+            with memoryview(scratch) as out_view:
+                _scatter(out_view[:size], dst)
+                if keep:
+                    last = bytes(out_view[size - AES_BLOCK : size])
+    if keep:
+        return last
     ctx.finalize()
+    return b""
 
 
 def serve_request(
@@ -212,6 +225,14 @@ def _serve(sessions: SessionTable, chain: LazyChain, scratch: bytearray | None) 
     # The session's direction decides, as in QEMU's own backend; the
     # opcode only when the session left it open.
     encrypt = session.direction == Op.ENCRYPT if session.direction else _CIPHER_OPS[opcode]
+    if session.keeps_contexts:
+        # CBC: the session's own context, set to this IV (no new key
+        # schedule); given back only once the request went through
+        ctx = session.take_context(encrypt, iv)
+        if length:
+            last = _run_cipher(session, ctx, src, chain.writable_views(0, length), scratch, True)
+            session.keep_context(encrypt, ctx, last)
+        return Status.OK
     ctx = session.context(encrypt, iv)
     if length:
         dst = chain.writable_views(0, length)

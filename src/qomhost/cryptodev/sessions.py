@@ -79,6 +79,57 @@ def _fast_contexts() -> dict[bool, Callable[[algorithms.AES, modes.Mode], Cipher
 _FAST_CONTEXTS = _fast_contexts()
 
 
+def _set_iv(
+    encrypt: bool, ctx: CipherContext, ecb: CipherContext | None, last: bytes, iv: bytes
+) -> None:
+    """Make the CBC context ``ctx``, whose chaining value is ``last`` (the
+    last ciphertext block it saw), continue as if freshly made with ``iv``.
+
+    Decrypting, the chaining value becomes the last ciphertext block fed
+    in, so feeding ``iv`` (and dropping the block that comes out) sets it.
+    Encrypting, it becomes the last block put out: feeding
+    ``D(iv) xor last`` puts out ``E(D(iv) xor last xor last) = iv``
+    (``ecb`` is the session's AES decryptor for ``D``).
+    """
+    if encrypt:
+        assert ecb is not None
+        ctx.update(
+            (int.from_bytes(ecb.update(iv), "little") ^ int.from_bytes(last, "little")).to_bytes(
+                AES_BLOCK, "little"
+            )
+        )
+    else:
+        ctx.update(iv)
+
+
+def _check_set_iv() -> bool:
+    """Whether a CBC context taken on with :func:`_set_iv` gives what a new one
+    gives (this ``cryptography`` and OpenSSL chain across ``update`` calls
+    and hold nothing back, as they do)."""
+    try:
+        aes = algorithms.AES(bytes(range(32)))
+        ecb = Cipher(aes, modes.ECB()).decryptor()
+        data = bytes(range(48))
+        for encrypt in (True, False):
+            first = Cipher(aes, modes.CBC(bytes(16)))
+            ctx = first.encryptor() if encrypt else first.decryptor()
+            out = ctx.update(data)
+            last = out[-AES_BLOCK:] if encrypt else data[-AES_BLOCK:]
+            for iv in (bytes(range(1, 17)), bytes(range(7, 23))):
+                _set_iv(encrypt, ctx, ecb, last, iv)
+                fresh = Cipher(aes, modes.CBC(iv))
+                want = (fresh.encryptor() if encrypt else fresh.decryptor()).update(data)
+                if ctx.update(data) != want:
+                    return False
+                last = want[-AES_BLOCK:] if encrypt else data[-AES_BLOCK:]
+    except Exception:
+        return False
+    return True
+
+
+_SET_IV = _check_set_iv()
+
+
 class CipherSession:
     """One cipher session: what each data request of it does.
 
@@ -87,7 +138,16 @@ class CipherSession:
     shown in ``repr``.
     """
 
-    __slots__ = ("_algorithm", "algo", "aligned", "direction", "iv_len", "name")
+    __slots__ = (
+        "_algorithm",
+        "_ecb",
+        "_kept",
+        "algo",
+        "aligned",
+        "direction",
+        "iv_len",
+        "name",
+    )
 
     def __init__(self, algo: int, key: bytes, direction: int) -> None:
         spec = SUPPORTED_CIPHERS.get(algo)
@@ -115,6 +175,10 @@ class CipherSession:
         self.iv_len = iv_len
         #: data must be a whole number of AES blocks
         self.aligned = aligned
+        # CBC contexts kept between requests, by direction, with the last
+        # ciphertext block each saw; and the AES decryptor _set_iv needs
+        self._kept: dict[bool, tuple[CipherContext, bytes]] = {}
+        self._ecb: CipherContext | None = None
 
     def __repr__(self) -> str:
         return f"CipherSession({self.name}, direction={self.direction})"
@@ -154,6 +218,36 @@ class CipherSession:
         if encrypt:
             return cipher.encryptor()  # type: ignore[misc]
         return cipher.decryptor()  # type: ignore[misc]
+
+    @property
+    def keeps_contexts(self) -> bool:
+        """:meth:`take_context` and :meth:`keep_context` may be used (CBC)."""
+        return _SET_IV and self.algo == CipherAlgo.AES_CBC
+
+    def take_context(self, encrypt: bool, iv: bytes) -> CipherContext:
+        """A CBC context for one request: the one kept from an earlier request
+        set to ``iv``, else a new one. Give it back with :meth:`keep_context`
+        once the request is done, or drop it (a failed request).
+
+        A session's key schedule is made once, as QEMU's own backend keeps
+        one cipher per session and only sets each request's IV: a new
+        context costs 3 us, a fifth of serving a 4 KiB request.
+
+        :raises VirtioCryptoError: (``BADMSG``) an IV of the wrong length.
+        """
+        kept = self._kept.pop(encrypt, None)
+        if kept is None or len(iv) != AES_BLOCK:
+            return self.context(encrypt, iv)
+        ctx, last = kept
+        if encrypt and self._ecb is None:
+            self._ecb = Cipher(self._algorithm, modes.ECB()).decryptor()
+        _set_iv(encrypt, ctx, self._ecb, last, iv)
+        return ctx
+
+    def keep_context(self, encrypt: bool, ctx: CipherContext, last: bytes) -> None:
+        """Keep ``ctx`` (from :meth:`take_context`, used for whole blocks) for
+        the next request; ``last`` is the last ciphertext block it saw."""
+        self._kept[encrypt] = (ctx, last)
 
     def check_length(self, length: int) -> None:
         """:raises VirtioCryptoError: (``ERR``, as QEMU's own backend answers) a
