@@ -78,6 +78,19 @@ def test_batch_raises_the_first_failure() -> None:
         batch.wait(1)
 
 
+def test_batch_finish_many() -> None:
+    batch = Batch(4)
+    batch._finish_many([(3, b"d", None), (1, b"b", None)])
+    assert not batch.done()
+    batch._finish_many([(0, b"a", None), (2, b"c", None)])
+    assert batch.wait(0) == [b"a", b"b", b"c", b"d"]
+    failing = Batch(3)
+    failing._finish_many([(0, None, CryptoDevError("first")), (1, b"x", None)])
+    failing._finish_many([(2, None, CryptoDevError("second"))])
+    with pytest.raises(CryptoDevError, match="first"):
+        failing.wait(0)
+
+
 def test_builtin_encrypt_many_is_one_request_after_the_other() -> None:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 

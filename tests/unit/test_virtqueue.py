@@ -1016,3 +1016,41 @@ def test_two_descriptor_table_shortcut_is_taken(pair: Pair) -> None:
 def _first_table(p: Pair) -> tuple[int, int]:
     addr, length, _flags, _next = DESC.unpack_from(p.mem.view(p.driver.desc_gpa, 16))
     return addr, length
+
+
+@pytest.mark.parametrize("indirect", [True, False])
+def test_add_two_is_add_of_one_buffer_each_way(indirect: bool) -> None:
+    """add_two writes the rings and tables add writes, and the device reads the same."""
+    pairs = [Pair(indirect=indirect), Pair(indirect=indirect)]
+    try:
+        for round_ in range(3):  # tables are reused from round to round
+            for use_two, p in zip((False, True), pairs, strict=True):
+                for k in range(4):  # 8 descriptors without tables
+                    out, in_ = 0x1000 + 64 * k, 0x8000 + 128 * k + round_
+                    if use_two:
+                        head = p.driver.add_two(out, 48 + k, in_, 17 + k, ("t", k))
+                    else:
+                        head = p.driver.add(((out, 48 + k),), ((in_, 17 + k),), ("t", k))
+                    assert head >= 0
+            a, b = pairs
+            assert bytes(a.mem.view(a.driver.desc_gpa, 16 * 8)) == bytes(
+                b.mem.view(b.driver.desc_gpa, 16 * 8)
+            )
+            assert bytes(a.mem.view(a.driver.avail_gpa, 4 + 2 * 8)) == bytes(
+                b.mem.view(b.driver.avail_gpa, 4 + 2 * 8)
+            )
+            seen = []
+            for p in pairs:
+                chains = []
+                while (chain := p.device.pop_lazy()) is not None:
+                    chains.append(
+                        (chain.head, chain.descriptors, chain.readable_len, chain.writable_len)
+                    )
+                    p.device.push(chain.head, 1)
+                seen.append((chains, p.driver.get_used()))
+            assert seen[0] == seen[1]
+        with pytest.raises(VirtqueueError, match="invalid buffer length 0"):
+            pairs[1].driver.add_two(0x1000, 0, 0x2000, 1, None)
+    finally:
+        for p in pairs:
+            p.close()

@@ -139,6 +139,22 @@ class Batch:
                 return
         self._done.set()
 
+    def _finish_many(self, finished: list[tuple[int, bytes | None, BaseException | None]]) -> None:
+        """:meth:`_finish` of several requests, under one lock."""
+        with self._lock:
+            results = self.results
+            for index, result, error in finished:
+                if error is not None:
+                    if self.error is None:
+                        self.error = error
+                else:
+                    assert result is not None
+                    results[index] = result
+            self.left -= len(finished)
+            if self.left:
+                return
+        self._done.set()
+
     def done(self) -> bool:
         return self._done.is_set()
 
@@ -406,7 +422,7 @@ class DataPath:
                 if out is not None:
                     request.target = out[index]
                 q.pending.add(request)
-                vq.add(((gpa, dst),), ((gpa + dst, n + 1),), request)
+                vq.add_two(gpa, dst, gpa + dst, n + 1, request)
                 index += 1
             if vq.kick_needed():
                 os.eventfd_write(q.kick_fd, 1)
@@ -526,11 +542,27 @@ class DataPath:
             self.polled += len(done)
         else:
             self.notified += len(done)
+        # the requests of one batch come back together: one lock for them
+        batch: Batch | None = None
+        finished: list[tuple[int, bytes | None, BaseException | None]] = []
+        value: bytes | None
+        error: BaseException | None
         for request, result in done:
             if isinstance(result, bytes):
-                request.finish(result)
+                value, error = result, None
             else:
-                request.finish(None, _status_error(result))
+                value, error = None, _status_error(result)
+            owner = request.batch
+            if owner is None:
+                request.finish(value, error)
+                continue
+            if owner is not batch:
+                if batch is not None:
+                    batch._finish_many(finished)
+                batch, finished = owner, []
+            finished.append((request.index, value, error))
+        if batch is not None:
+            batch._finish_many(finished)
         if broken is not None:
             self.on_failure(f"vhost-user crypto queue {q.index}: {broken}")
 
