@@ -32,8 +32,21 @@ way by way within each round:
   memory of a dropped batch back to the kernel, so every new result faults
   its pages in again, which costs more than the rest of the request).
 
+The rows with the backend on a thread of this process share one GIL with
+the caller and the iothread: nothing there runs at once, so pipelining
+cannot help them (they show what the in-process backend costs).
+
 Each figure is the median over rounds of requests per second (and MB/s of
 plaintext); the ratio is to ``cryptography`` directly in the same round.
+A second table gives, per request, the CPU time of this process (caller
+and iothread), of the backend process (``/proc/PID/stat``, 10 ms ticks)
+and the wall time: what bounds a row. With two free CPUs a pipelined row
+is as fast as its busier process (the backend's Python per request, on
+top of the cipher, is then the limit); on a machine whose other work
+leaves one CPU, it costs the sum. The one-at-a-time rows are bound by
+wake-ups, not CPU work: three sleeping threads are woken in turn per
+request, which costs a lot more on an idle virtual machine than on a busy
+one.
 The machine's 1-minute load average is printed with the results: the two
 processes of the vhost-user rows want two CPUs. Usage::
 
@@ -140,16 +153,36 @@ def _pipelined(dev: CryptoDevBackend, session: Session) -> Way:
     return way
 
 
-def _rate(way: Way, items: list[tuple[bytes, bytes]], seconds: float) -> float:
-    """Requests per second: ``way`` over ``items`` again and again for ``seconds``."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _rate(
+    way: Way, items: list[tuple[bytes, bytes]], seconds: float, backend: int
+) -> tuple[float, float, float]:
+    """``way`` over ``items`` again and again for ``seconds``: requests per
+    second, and the CPU time per request (us) of this process and of the
+    process ``backend``."""
     done = 0
+    cpu0 = os.times()
+    back0 = _cpu_seconds(backend)
     start = time.perf_counter()
     deadline = start + seconds
     while True:
         done += way(items)
         now = time.perf_counter()
         if now >= deadline:
-            return done / (now - start)
+            break
+    cpu1 = os.times()
+    back1 = _cpu_seconds(backend)
+    here = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    return done / (now - start), 1e6 * here / done, 1e6 * (back1 - back0) / done
 
 
 @dataclass
@@ -163,6 +196,8 @@ class CryptodevResult:
     load_before: str = ""
     load_after: str = ""
     polled: float = 0.0
+    #: CPU us per request: this process, the backend process
+    cpu: dict[tuple[str, int], list[tuple[float, float]]] = field(default_factory=dict)
 
     def markdown(self) -> str:
         """Rates, MB/s and the ratio to ``cryptography`` per size, then the goals."""
@@ -185,9 +220,31 @@ class CryptodevResult:
             )
             for size in SIZES
         }
+        cpu_header = ["way"] + [
+            f"{_size_label(size)} {what}" for size in SIZES for what in ("here", "backend", "wall")
+        ]
+        cpu_rows = []
+        for name in names:
+            if "backend thread" in name:
+                continue  # its backend is in this process
+            row = [name]
+            for size in SIZES:
+                samples = self.cpu[(name, size)]
+                here = median([h for h, _b in samples])
+                back = median([b for _h, b in samples])
+                wall = 1e6 / median(self.rates[(name, size)])
+                row += [f"{here:.1f}", f"{back:.1f}" if back else "-", f"{wall:.1f}"]
+            cpu_rows.append(row)
         return "\n".join(
             [
                 table(header, rows),
+                "",
+                "CPU time per request (us; medians over rounds) of this process (the caller, "
+                "the iothread) and of the backend process, with the wall time per request. "
+                "Two free CPUs can bring a vhost-user row's wall time down to the larger of "
+                "the two CPU figures, one CPU only to their sum:",
+                "",
+                table(cpu_header, cpu_rows),
                 "",
                 f"Medians of {self.rounds} rounds of {self.seconds:g} s per way and size; "
                 "the ratio is to `cryptography` directly, measured in the same round. "
@@ -286,11 +343,12 @@ def run(rounds: int = 5, seconds: float = 0.3) -> CryptodevResult:
                     order = list(ways.items())
                     if i % 2:
                         order.reverse()
-                    rates = {name: _rate(way, items, seconds) for name, way in order}
-                    direct = rates["cryptography directly"]
-                    for name, rate in rates.items():
+                    runs = {name: _rate(way, items, seconds, proc.pid) for name, way in order}
+                    direct = runs["cryptography directly"][0]
+                    for name, (rate, here, back) in runs.items():
                         result.rates.setdefault((name, size), []).append(rate)
                         result.ratios.setdefault((name, size), []).append(rate / direct)
+                        result.cpu.setdefault((name, size), []).append((here, back))
                 log(f"cryptodev: {_size_label(size)} done")
             polled = notified = 0
             for fe in frontends:
