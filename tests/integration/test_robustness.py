@@ -219,7 +219,7 @@ def json_object_strings(draw: st.DrawFn) -> str:
         name, v = draw(prop())
         if draw(st.integers(0, 5)) == 0 or v is None:
             obj[name] = draw(json_values)
-        elif v.lstrip("-").isdigit():
+        elif v.lstrip("-").isdecimal() and v.isascii():
             obj[name] = int(v)
         elif v in ("on", "off"):
             obj[name] = v == "on"
