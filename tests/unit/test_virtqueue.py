@@ -986,16 +986,41 @@ def test_fuzz_two_descriptor_tables_as_the_long_way(
     avail = p.mem.view(p.driver.avail_gpa, 4 + 2 * 8)
     U16.pack_into(avail, 4, 0)
     U16.pack_into(avail, 2, 1)
-    results = []
+    results: list[object] = []
+    lazy: list[object] = []
     for shortcut in (True, False):
         device = DeviceVirtqueue.from_vring_addr(p.backend_mem, p.driver.vring_addr(0), 8)
         if not shortcut:
             device._walk_pair = lambda _table: None  # type: ignore[method-assign]
+            device._pair_views = lambda _table: None  # type: ignore[method-assign]
         try:
             results.append(device._walk(device._take()))
         except VirtqueueError as exc:
             results.append(exc.desc)
+        device.last_avail_idx = 0
+        try:
+            chain = device.pop_lazy()
+        except VirtqueueError as exc:
+            lazy.append(exc.desc)
+            continue
+        assert chain is not None
+        first = chain.first_readable()
+        writable = chain.writable_views(3, 40)
+        lazy.append(
+            (
+                chain.readable_len,
+                chain.writable_len,
+                chain.descriptors,
+                None if first is None else (first.nbytes, bytes(first[:8])),
+                [v.nbytes for v in writable],
+                chain.read(0, 70),
+                [v.nbytes for v in chain.writable_views(0, chain.writable_len + 5)],
+                chain.writable_views(chain.writable_len, 1),
+                _last_byte_lands(chain),
+            )
+        )
     assert results[0] == results[1]
+    assert lazy[0] == lazy[1]
 
 
 def test_two_descriptor_table_shortcut_is_taken(pair: Pair) -> None:
@@ -1054,3 +1079,14 @@ def test_add_two_is_add_of_one_buffer_each_way(indirect: bool) -> None:
     finally:
         for p in pairs:
             p.close()
+
+
+def _last_byte_lands(chain: LazyChain) -> tuple[bool, int | None]:
+    """set_last_byte's answer, and where its byte went (the last writable one)."""
+    ok = chain.set_last_byte(0xA5)
+    if not ok:
+        return ok, None
+    views = chain.writable_views(0, chain.writable_len)
+    last = views[-1][-1]
+    views[-1][-1] = 0
+    return ok, last

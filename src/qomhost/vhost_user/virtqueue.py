@@ -261,13 +261,22 @@ class LazyChain:
         "_lens",
         "_memory",
         "_split",
+        "_views",
         "head",
         "readable_len",
         "writable_len",
     )
 
-    def __init__(self, memory: GuestMemory, head: int, walked: _Walked) -> None:
+    def __init__(
+        self,
+        memory: GuestMemory,
+        head: int,
+        walked: _Walked,
+        views: tuple[memoryview, memoryview] | None = None,
+    ) -> None:
         self._memory = memory
+        # a two-buffer chain's buffers, mapped whole while it was checked
+        self._views = views
         self.head = head
         # descriptors [0, split) are readable, [split, count) writable;
         # readable_len and writable_len: the bytes in each part
@@ -293,6 +302,12 @@ class LazyChain:
 
     def writable_views(self, offset: int, length: int) -> list[memoryview]:
         """As :meth:`readable_views`, in the device-writable part."""
+        views = self._views
+        if views is not None and self._split == 1:
+            last = views[1]
+            if offset >= last.nbytes or length <= 0:
+                return []
+            return [last[offset : offset + length]]
         return self._map(self._split, self._count, offset, length)
 
     def first_readable(self) -> memoryview | None:
@@ -300,6 +315,8 @@ class LazyChain:
 
         One mapping for a request whose driver put it all in one buffer.
         """
+        if self._views is not None:
+            return self._views[0]
         if not self._split:
             return None
         views = self._map(0, 1, 0, self._lens[0])
@@ -318,6 +335,9 @@ class LazyChain:
         last = self._count - 1
         if last < self._split:
             return False
+        if self._views is not None:
+            self._views[1][-1] = value
+            return True
         try:
             self._memory.store_byte(self._addrs[last] + self._lens[last] - 1, value)
         except GuestMemoryError as exc:  # memory gone since the chain was checked
@@ -479,6 +499,13 @@ class DeviceVirtqueue:
         head = self._take()
         if head < 0:
             return None
+        addr, length, flags, _next = _DESC.unpack_from(self._desc, _DESC_SIZE * head)
+        if flags == VIRTQ_DESC_F_INDIRECT and length == 2 * _DESC_SIZE:
+            # a two-buffer request (the qomhost crypto frontend's): checked
+            # and mapped at once, each buffer a single view
+            found = self._pair_views(self._indirect_table(addr, length))
+            if found is not None:
+                return LazyChain(self.memory, head, found[0], found[1])
         return LazyChain(self.memory, head, self._walk(head))
 
     def _take(self) -> int:
@@ -558,6 +585,27 @@ class DeviceVirtqueue:
             if nxt >= limit:
                 raise VirtqueueError(f"Desc next is {nxt}")
             addr, length, flags, nxt = _DESC.unpack_from(table, _DESC_SIZE * nxt)
+
+    def _pair_views(
+        self, table: memoryview
+    ) -> tuple[_Walked, tuple[memoryview, memoryview]] | None:
+        """:meth:`_walk_pair`, with a view of each buffer; ``None`` as it."""
+        a0, l0, f0, n0, a1, l1, f1, _n1 = _PAIR.unpack_from(table)
+        if (
+            f0 != VIRTQ_DESC_F_NEXT
+            or n0 != 1
+            or (f1 and f1 != VIRTQ_DESC_F_WRITE)
+            or not l0
+            or not l1
+        ):
+            return None
+        try:
+            views = self.memory.view(a0, l0), self.memory.view(a1, l1)
+        except GuestMemoryError:
+            return None  # the walk one by one says what is wrong
+        if f1:
+            return ([a0, a1], [l0, l1], 1, 2, l0, l1), views
+        return ([a0, a1], [l0, l1], 2, 2, l0 + l1, 0), views
 
     def _walk_pair(self, table: memoryview) -> _Walked | None:
         """:meth:`_walk` for a table of two descriptors, a readable one with
