@@ -241,6 +241,48 @@ def test_heavy_replies_to_one_read_wait_for_the_client(procs: Processes) -> None
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_pipelining_client_next_to_another(procs: Processes, kind: str) -> None:
+    """One client keeps 2 000 commands in flight, another sends one at a time:
+    both get every reply in order; the second one's round trips are printed
+    (the figure is in docs/reliability.md, not asserted)."""
+    _proc, specs = _start(procs, kind, 0, 2)
+    stop = threading.Event()
+    piped = [0]
+    failures: list[str] = []
+
+    def pipeline() -> None:
+        with QmpConn(_connect(specs[0])) as piper:
+            piper.greet()
+            batch = b"".join(b'{"execute": "query-iothreads", "id": %d}' % n for n in range(2000))
+            while not stop.is_set():
+                piper.send(batch)
+                for n in range(2000):
+                    reply = piper.reply()
+                    if reply.get("id") != n or "return" not in reply:
+                        failures.append(repr(reply))
+                        return
+                piped[0] += 2000
+
+    thread = threading.Thread(target=pipeline)
+    thread.start()
+    try:
+        while piped[0] == 0 and thread.is_alive():
+            time.sleep(0.01)
+        result, _seconds = run_load(specs[1:], 500)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert failures == []
+    assert result.errors == [], result.errors
+    lat = result.latencies
+    print(
+        f"\n{kind}: next to a client with 2 000 commands in flight ({piped[0]} answered),"
+        f" round trips p50 {percentile(lat, 0.5) * 1e3:.2f} ms,"
+        f" p99 {percentile(lat, 0.99) * 1e3:.2f} ms, max {max(lat) * 1e3:.2f} ms"
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_second_client_waits_for_the_first(procs: Processes, kind: str) -> None:
     """Connected but unanswered (no greeting) until the first client leaves."""
     _proc, specs = _start(procs, kind, 0, 1)

@@ -74,6 +74,8 @@ class Chardev(Object):
         self.is_open = False
         #: input is not being read because output piled up
         self.input_paused = False
+        #: input is not being read because the frontend asked (hold_input)
+        self.input_held = False
 
     def attach(self, context: AioContext, frontend: CharFrontend) -> None:
         """Connect ``frontend``; it hears ``chr_opened`` now if already open."""
@@ -85,6 +87,18 @@ class Chardev(Object):
 
     def start(self) -> None:
         """Begin reading (called when a frontend attaches)."""
+
+    #: whether :meth:`hold_input` works: input arrives from the loop's fd
+    #: handler, which can be turned off (not so for a chardev that is fed
+    #: synchronously, such as :class:`qomhost.testing.qmp.MemoryChardev`)
+    can_hold_input = False
+
+    def hold_input(self, on: bool) -> None:
+        """Stop (or resume) reading the peer's input at the frontend's
+        request: a monitor with requests still queued, as QEMU suspends one."""
+        if on != self.input_held:
+            self.input_held = on
+            self._watch_output(bool(self._out))
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the peer; dropped when nobody is connected."""
@@ -164,7 +178,7 @@ class Chardev(Object):
         was_open = self.is_open
         self.is_open = False
         self._out.clear()
-        self.input_paused = False
+        self.input_paused = self.input_held = False
         if was_open and self.frontend is not None:
             self.frontend.chr_closed()
 

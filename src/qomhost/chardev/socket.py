@@ -84,6 +84,8 @@ UNIX_SOCKET_MODE = 0o600
 class ChardevSocket(Chardev):
     """A stream socket chardev. Configure with :meth:`configure`, then :meth:`open`."""
 
+    can_hold_input = True
+
     def __init__(self, type_name: str) -> None:
         super().__init__(type_name)
         self.address = SocketAddress()
@@ -391,7 +393,7 @@ class ChardevSocket(Chardev):
     def _watch_output(self, on: bool) -> None:
         if self.context is None or self._sock is None:
             return
-        reader = None if self.input_paused else self._on_readable
+        reader = None if self.input_paused or self.input_held else self._on_readable
         # A paused peer that hangs up is noticed when its output fails to go.
         self.context.set_fd_handler(self._sock.fileno(), reader, self._flush if on else None)
 

@@ -17,6 +17,13 @@ __all__ = ["QmpMonitor"]
 
 _NEGOTIATE = "Expecting capabilities negotiation with 'qmp_capabilities'"
 
+#: requests one monitor runs per turn of the main loop when its chardev can
+#: hold input back: the rest wait for the next turn, with no more input read
+#: meanwhile, so a client that pipelines thousands of commands does not keep
+#: the other monitors' clients waiting (QEMU runs one request per turn and
+#: stops reading a monitor that has 8 queued)
+_BATCH = 8
+
 #: errors after which the rest of the stream cannot be trusted (see chr_read)
 _OVERSIZED = frozenset({"JSON token size limit exceeded", "JSON token count limit exceeded"})
 
@@ -32,7 +39,8 @@ class QmpMonitor:
     (:attr:`~qomhost.chardev.base.Chardev.input_paused`), requests already
     received wait in the queue too, so what one read of input adds to the
     output stays small whatever the replies weigh; they run once the output
-    has drained (``chr_drained``).
+    has drained (``chr_drained``). On a chardev that can hold input back,
+    a turn of the loop runs at most ``_BATCH`` requests of one client.
     """
 
     def __init__(self, host: Host, chardev: Chardev, pretty: bool = False) -> None:
@@ -41,6 +49,7 @@ class QmpMonitor:
         self.pretty = pretty
         self.protocol = QmpProtocol(pretty)
         self._pending: deque[object] = deque()
+        self._next_turn_scheduled = False
         self._commands = host.command_context(self)
         host.qmp_monitors.append(self)
         chardev.attach(host.context, self)
@@ -67,10 +76,17 @@ class QmpMonitor:
 
     def _run_pending(self) -> None:
         pending = self._pending
+        budget = _BATCH if self.chardev.can_hold_input else -1
         while pending and not self.chardev.input_paused:
             if self.host.shutdown_reason is not None:
                 # QEMU leaves the main loop at once; queued requests go unanswered.
                 return
+            if budget == 0:
+                if not self._next_turn_scheduled:
+                    self._next_turn_scheduled = True
+                    self.host.context.schedule(self._next_turn)
+                break
+            budget -= 1
             item = pending.popleft()
             self._handle(item)
             if isinstance(item, JsonParseError) and item.desc in _OVERSIZED:
@@ -82,6 +98,13 @@ class QmpMonitor:
                 pending.clear()
                 self.chardev.disconnect()
                 return
+        if self.chardev.can_hold_input:
+            # More input only once what came is done.
+            self.chardev.hold_input(bool(pending))
+
+    def _next_turn(self) -> None:
+        self._next_turn_scheduled = False
+        self._run_pending()
 
     # --- requests ----------------------------------------------------------------
     def _handle(self, item: object) -> None:
