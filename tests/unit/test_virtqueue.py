@@ -1082,11 +1082,13 @@ def test_add_two_is_add_of_one_buffer_each_way(indirect: bool) -> None:
 
 
 def _last_byte_lands(chain: LazyChain) -> tuple[bool, int | None]:
-    """set_last_byte's answer, and where its byte went (the last writable one)."""
+    """set_last_byte's answer, and where its byte went (the last writable one);
+    the byte it overwrote is put back (a buffer may lie on the rings)."""
+    views = chain.writable_views(0, chain.writable_len)
+    old = views[-1][-1] if views else 0
     ok = chain.set_last_byte(0xA5)
     if not ok:
         return ok, None
-    views = chain.writable_views(0, chain.writable_len)
     last = views[-1][-1]
-    views[-1][-1] = 0
+    views[-1][-1] = old
     return ok, last
