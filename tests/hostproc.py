@@ -576,3 +576,25 @@ def without_version(greeting: dict[str, Any]) -> dict[str, Any]:
 def without_timestamp(event: dict[str, Any]) -> dict[str, Any]:
     """An event with its timestamp removed."""
     return {key: value for key, value in event.items() if key != "timestamp"}
+
+
+#: the kinds of fd that qomhost's own code opens: sockets, eventfds, memfds
+_OWN_KINDS = ("socket:", "anon_inode:[eventfd]", "/memfd:")
+
+
+def own_fds() -> set[int]:
+    """This process's sockets, eventfds and memfds, for leak checks.
+
+    Other kinds are left out on purpose: the pipes of the programs that the
+    differential suite runs in background threads meanwhile come and go on
+    their own, and would make a before/after comparison flaky.
+    """
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:
+            continue
+        if target.startswith(_OWN_KINDS):
+            fds.add(int(name))
+    return fds

@@ -527,10 +527,13 @@ def test_poll_handler_runs_in_the_window_without_the_notifier(host: Host) -> Non
     io, ctx = iothread(host, poll_max_ns=10**10, poll_grow=1000)
     polled = Polled(ctx)
     try:
-        # Quick wake-ups grow the window: 4 us, 4 ms, 4 s.
+        # Wake-ups 10 ms apart grow the window: 4 us, 4 ms, 4 s. (A wait
+        # shorter than the window is the sweet spot and grows nothing, so
+        # back-to-back wake-ups would stall at 4 ms.)
         deadline = time.monotonic() + TIMEOUT
         while in_loop(ctx, lambda: ctx.poll_ns) < 10**9:
             assert time.monotonic() < deadline, "the polling window does not grow"
+            time.sleep(0.01)
         # A wake-up ends the busy-polling window at once (aio_notify).
         start = time.monotonic()
         in_loop(ctx, lambda: None)

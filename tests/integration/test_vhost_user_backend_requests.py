@@ -9,7 +9,6 @@ unknown one). The frontend runs on a loop in its own thread, as in a host.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import struct
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hostproc import TIMEOUT, short_tmpdir
+from hostproc import TIMEOUT, own_fds, short_tmpdir
 from qomhost.aio.context import AioContext
 from qomhost.chardev.socket import ChardevSocket, SocketAddress
 from qomhost.vhost_user.frontend import Channel, VhostDev
@@ -41,15 +40,6 @@ HANDSHAKE_REPLIES = [
     U64(Request.SET_SLAVE_REQ_FD, 0, FLAGS_REPLY),
     U64(Request.GET_FEATURES, 1 << 30, FLAGS_REPLY),
 ]
-
-
-def open_fds() -> set[int]:
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(FileNotFoundError):
-            if not os.readlink(f"/proc/self/fd/{name}").endswith("/fd"):
-                fds.add(int(name))
-    return fds
 
 
 class Setup:
@@ -129,14 +119,14 @@ class Setup:
 
 @pytest.fixture
 def setup() -> Iterator[Setup]:
-    before = open_fds()
+    before = own_fds()
     with short_tmpdir() as tmp:
         s = Setup(tmp)
         try:
             yield s
         finally:
             s.close()
-    assert open_fds() == before, "descriptors leaked"
+    assert own_fds() == before, "descriptors leaked"
 
 
 def test_requests_are_answered_and_refused(setup: Setup) -> None:
@@ -166,13 +156,13 @@ def test_requests_are_answered_and_refused(setup: Setup) -> None:
 
 
 def test_a_host_notifier_fd_is_closed(setup: Setup) -> None:
-    before = open_fds()
+    before = own_fds()
     notifier = os.eventfd(0)
     area = struct.pack("<QQQ", 0, 4096, 0)
     setup.request(BackendRequest.VRING_HOST_NOTIFIER_MSG, 0x9, area, (notifier,))
     os.close(notifier)
     assert setup.reply() == (BackendRequest.VRING_HOST_NOTIFIER_MSG, 0x5, 8, 1)
-    assert open_fds() == before  # the frontend's copy went too
+    assert own_fds() == before  # the frontend's copy went too
     assert setup.reports == []  # QEMU refuses it silently
 
 

@@ -15,7 +15,6 @@ the reply timeout; and no descriptor is left open.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import socket
@@ -28,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hostproc import short_tmpdir
+from hostproc import own_fds, short_tmpdir
 from qomhost.aio.context import AioContext
 from qomhost.chardev.socket import ChardevSocket, SocketAddress
 from qomhost.errors import QemuError
@@ -90,22 +89,6 @@ CHECKS = re.compile(
     r"Received unexpected msg type\. Expected \d+ received \d+|Received bad msg size\."
     r"|Received bad msg ack for request \d+: \d+|vhost-user trying to send unhandled ioctl"
 )
-
-
-#: what a frontend opens: sockets, eventfds and memfds. Other kinds (the
-#: pipes of programs other tests run in the background meanwhile) come and
-#: go on their own and are not counted.
-_FRONTEND_KINDS = ("socket:", "anon_inode:[eventfd]", "/memfd:")
-
-
-def open_fds() -> set[int]:
-    """This process's sockets, eventfds and memfds."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(FileNotFoundError):
-            if os.readlink(f"/proc/self/fd/{name}").startswith(_FRONTEND_KINDS):
-                fds.add(int(name))
-    return fds
 
 
 @pytest.fixture(scope="module")
@@ -206,17 +189,17 @@ def run_against(listener: tuple[socket.socket, str], script: tuple[int, bytes, i
 def test_hostile_replies(
     listener: tuple[socket.socket, str], script: tuple[int, bytes, int, bool]
 ) -> None:
-    before = open_fds()
+    before = own_fds()
     run_against(listener, script)
-    assert open_fds() == before, "descriptors leaked"
+    assert own_fds() == before, "descriptors leaked"
 
 
 @pytest.mark.parametrize("hang", [False, True])
 def test_a_reply_with_fds_in_a_good_stream(listener: tuple[socket.socket, str], hang: bool) -> None:
     """Good replies first, then the GET_QUEUE_NUM reply carrying two fds."""
-    before = open_fds()
+    before = own_fds()
     run_against(listener, (2, GOOD[2].encode(), 2, hang))
-    assert open_fds() == before
+    assert own_fds() == before
 
 
 @settings(
@@ -232,7 +215,7 @@ def test_hostile_backend_and_the_cryptodev_object(
     if the connection went with it, is not ready."""
     good, data, nfds, _hang = script
     server, path = listener
-    before = open_fds()
+    before = own_fds()
     host = Host()
     peer: socket.socket | None = None
     try:
@@ -275,4 +258,4 @@ def test_hostile_backend_and_the_cryptodev_object(
         host.close()
         if peer is not None:
             peer.close()
-    assert open_fds() == before, "descriptors leaked"
+    assert own_fds() == before, "descriptors leaked"

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hostproc import own_fds
 from qomhost.vhost_user.memory import (
     PAGE_SIZE,
     GuestAllocator,
@@ -32,19 +33,6 @@ def memory() -> Iterator[GuestMemory]:
     mem = GuestMemory.allocate(1 << 20, regions=2, base_gpa=0x100000)
     yield mem
     mem.close()
-
-
-def open_fds() -> set[int]:
-    """This process's fds, without the one that listing them opens."""
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except FileNotFoundError:
-            continue
-        if not target.endswith("/fd"):
-            fds.add(int(name))
-    return fds
 
 
 # --- allocate -------------------------------------------------------------------------------
@@ -194,7 +182,7 @@ def memfd() -> Iterator[int]:
 
 
 def test_map_table_with_unaligned_offsets(memfd: int) -> None:
-    before = open_fds()
+    before = own_fds()
     table = table_of(memfd, (0, 0x800, 0x7000, 0x10), (0x800, 0x1000, 0x9000, 0x1801))
     with GuestMemory.map_table(table) as mem:
         assert mem.read(0, 4) == bytes([0x10, 0x11, 0x12, 0x13])
@@ -206,7 +194,7 @@ def test_map_table_with_unaligned_offsets(memfd: int) -> None:
         mem.write(0x800, b"\xff")
         assert os.pread(memfd, 1, 0x1801) == b"\xff"
     # the received fds were closed once mapped
-    assert open_fds() == before - set(table.fds)
+    assert own_fds() == before - set(table.fds)
 
 
 @pytest.mark.parametrize(
@@ -223,10 +211,10 @@ def test_map_table_with_unaligned_offsets(memfd: int) -> None:
 def test_map_table_rejects_and_closes_fds(
     memfd: int, regions: tuple[tuple[int, int, int, int], ...], text: str
 ) -> None:
-    before = open_fds()
+    before = own_fds()
     with pytest.raises(GuestMemoryError, match=text):
         GuestMemory.map_table(table_of(memfd, *regions))
-    assert open_fds() == before
+    assert own_fds() == before
 
 
 def test_map_table_failure_leaves_nothing_mapped(memfd: int) -> None:
@@ -277,13 +265,13 @@ def test_another_process_sees_the_same_bytes(memory: GuestMemory) -> None:
 
 
 def test_close_is_idempotent_and_closes_fds() -> None:
-    before = open_fds()
+    before = own_fds()
     mem = GuestMemory.allocate(2 * PAGE_SIZE, regions=2)
-    assert len(open_fds() - before) >= 2
+    assert len(own_fds() - before) >= 2
     mem.close()
     mem.close()
     assert mem.closed
-    assert open_fds() == before
+    assert own_fds() == before
     with pytest.raises(GuestMemoryError, match="guest memory is closed"):
         mem.view(0, 1)
     with pytest.raises(GuestMemoryError, match="guest memory is closed"):
@@ -312,7 +300,7 @@ def _dup_region(memory: GuestMemory, i: int) -> MemoryRegion:
 
 
 def test_regions_added_and_removed_one_at_a_time(memory: GuestMemory) -> None:
-    before = open_fds()
+    before = own_fds()
     peer = GuestMemory.map_table(MemTable((_dup_region(memory, 1),)))
     try:
         second = memory.regions[1].guest_phys_addr
@@ -341,10 +329,10 @@ def test_regions_added_and_removed_one_at_a_time(memory: GuestMemory) -> None:
         del kept
     finally:
         peer.close()
-    assert open_fds() == before
+    assert own_fds() == before
     with pytest.raises(GuestMemoryError, match="guest memory is closed"):
         peer.add_region(_dup_region(memory, 1))
-    assert open_fds() == before  # the fd of a refused region is closed too
+    assert own_fds() == before  # the fd of a refused region is closed too
 
 
 # --- the allocator --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hostproc import own_fds
 from qomhost.vhost_user.backend import (
     CORE_PROTOCOL_FEATURES,
     VIRTIO_F_EVENT_IDX,
@@ -117,10 +118,6 @@ class Listener:
         self.events.append(("slave", -1, fd))
 
 
-def open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
-
-
 def is_open(fd: int) -> bool:
     try:
         os.fstat(fd)
@@ -161,11 +158,11 @@ def device() -> EchoDevice:
 
 @pytest.fixture
 def backend(device: EchoDevice) -> Iterator[VhostUserBackend]:
-    before = open_fds()
+    before = own_fds()
     be = VhostUserBackend(device, listener=Listener())
     yield be
     be.close()
-    assert open_fds() <= before, "the backend leaked descriptors"
+    assert own_fds() <= before, "the backend leaked descriptors"
 
 
 def qemu_handshake(backend: VhostUserBackend, queues: int = 2) -> list[tuple[int, Message]]:
@@ -601,16 +598,16 @@ def test_reset_device_keeps_the_connection(
 
 
 def test_close_releases_everything(device: EchoDevice, frontend: Frontend) -> None:
-    before = open_fds()
+    before = own_fds()
     be = VhostUserBackend(device)
     qemu_handshake(be)
     be.handle(shared_table(frontend.memory))
     frontend.start_ring(be, 0)
     frontend.start_ring(be, 1)
-    assert open_fds() > before
+    assert own_fds() > before
     memory = be.memory
     be.close()
-    assert open_fds() == before
+    assert own_fds() == before
     assert memory is not None and memory.closed
     assert device.resets == 1
     be.reopen()
@@ -746,7 +743,7 @@ def build(recipe: Recipe) -> Message:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(requests(), max_size=25))
 def test_random_sequences_only_raise_protocol_errors(recipes: list[Recipe]) -> None:
-    before = open_fds()
+    before = own_fds()
     backend = VhostUserBackend(EchoDevice())
     try:
         for recipe in recipes:
@@ -772,4 +769,4 @@ def test_random_sequences_only_raise_protocol_errors(recipes: list[Recipe]) -> N
                 backend.close()  # what the server does with a broken ring
     finally:
         backend.close()
-    assert open_fds() == before
+    assert own_fds() == before
