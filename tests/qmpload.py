@@ -259,7 +259,10 @@ def run_load(addresses: Sequence[str], count: int, workers: int = 1) -> tuple[Re
     start = time.perf_counter()
     if workers <= 1:
         return drive(specs, count), time.perf_counter() - start
-    ctx = multiprocessing.get_context("fork")
+    # Not fork: a child would inherit whatever sockets other threads of the
+    # caller hold at that moment (a test's vanishing client), keeping them
+    # open on the server's side until the child exits.
+    ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     parts = [specs[i::workers] for i in range(workers)]
     children = [ctx.Process(target=_worker, args=(part, count, queue)) for part in parts]
