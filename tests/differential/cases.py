@@ -425,6 +425,12 @@ FLAGS = [
 # --------------------------------------------------------------------------- HMP on stdio
 
 HMP_CASES = [
+    Case(
+        "hmp-unsupported-escape-not-utf8",
+        HMP,
+        (b'qom-set /objects "y\\\xff\x95\\', b'qom-get /x "a\\\xc3\xa9"', "quit"),
+        note="printf's %c shows the byte after the backslash as it came (found by fuzz/hmp)",
+    ),
     hmp("hmp-info-qom-tree", "info qom-tree", "info qom-tree /objects", objs=ONE),
     hmp("hmp-info-qom-tree-no-objects", "info qom-tree /objects"),
     hmp("hmp-qom-list", "qom-list /objects", "qom-list /objects/s", "qom-list", objs=ONE),

@@ -65,17 +65,26 @@ def _is_space(ch: str) -> bool:
     return ch in " \t\n\v\f\r"
 
 
-def _process_printf(text: str) -> None:
+def _process_printf(text: str | bytes) -> None:
     """Print to the process's standard output, not to the monitor.
 
     QEMU's argument parser reports bad quoting with plain ``printf``, so
     the text never reaches the monitor (or a ``human-monitor-command``
-    reply); it only shows on a terminal that happens to be stdout.
+    reply); it only shows on a terminal that happens to be stdout. It is
+    written as bytes: the line may hold bytes that are not UTF-8 (kept as
+    surrogates), and ``printf`` writes them as they came.
     """
     import sys
 
-    sys.stdout.write(text)
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
     sys.stdout.flush()
+    stream = getattr(sys.stdout, "buffer", None)
+    if stream is not None:
+        stream.write(data)
+        stream.flush()
+    else:  # a text-only stdout (captured, say)
+        sys.stdout.write(data.decode("utf-8", "replace"))
+        sys.stdout.flush()
 
 
 def _get_str(line: str, pos: int, out: _Output) -> tuple[str, int] | None:
@@ -94,7 +103,9 @@ def _get_str(line: str, pos: int, out: _Output) -> tuple[str, int] | None:
                 pos += 1
                 mapped = {"n": "\n", "r": "\r", "\\": "\\", "'": "'", '"': '"'}.get(esc)
                 if mapped is None:
-                    _process_printf(f"unsupported escape code: '\\{esc}'\n")
+                    # printf's %c: the first byte of what follows the backslash
+                    code = esc.encode("utf-8", "surrogateescape")[:1]
+                    _process_printf(b"unsupported escape code: '\\" + code + b"'\n")
                     return None
                 chars.append(mapped)
             else:
