@@ -20,9 +20,7 @@ closes the channel; the main connection is not affected.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -37,6 +35,7 @@ from qomhost.vhost_user.protocol import (
     BackendRequest,
     VhostUserDecoder,
     VhostUserProtocolError,
+    close_fds,
 )
 
 if TYPE_CHECKING:
@@ -128,19 +127,19 @@ class BackendChannel:
                 self.close(f"Failed to read from the backend-request channel: {exc}")
                 return
             if flags & socket.MSG_CTRUNC:
-                _close_fds(fds)
+                close_fds(fds)
                 self.close("Too many file descriptors from the backend-request channel")
                 return
             if not data:
-                _close_fds(fds)
+                close_fds(fds)
                 error = self.decoder.eof()
                 if error is not None:
-                    _close_fds(error.fds)
+                    close_fds(error.fds)
                 self.close(error.desc if error is not None else None)
                 return
             for item in self.decoder.feed(data, fds):
                 if isinstance(item, VhostUserProtocolError):
-                    _close_fds(item.fds)
+                    close_fds(item.fds)
                     self.close(item.desc)
                     return
                 assert isinstance(item, BackendReq)
@@ -151,7 +150,7 @@ class BackendChannel:
     def _handle(self, msg: BackendReq) -> None:
         self.handled.append((msg.request, msg.flags))
         # the frontend uses none of the fds a request may carry
-        _close_fds(msg.fds)
+        close_fds(msg.fds)
         reply, error = answer(msg)
         if error is not None:
             self.report(error)
@@ -186,10 +185,4 @@ class BackendChannel:
         self.sock.close()
         error = self.decoder.eof()
         if error is not None:
-            _close_fds(error.fds)
-
-
-def _close_fds(fds: tuple[int, ...] | list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+            close_fds(error.fds)

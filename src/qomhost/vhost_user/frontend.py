@@ -75,6 +75,7 @@ from qomhost.vhost_user.protocol import (
     VringFile,
     VringState,
     check_reply,
+    close_fds,
 )
 
 if TYPE_CHECKING:
@@ -192,14 +193,6 @@ class Ring(FrozenRecord):
 
 def _eventfd() -> int:
     return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-
-
-def _close_fds(fds: Sequence[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 class VhostDev:
@@ -486,7 +479,7 @@ class Channel:
         """A fresh decoder; close the fds of a reply the old one never finished."""
         error = self._decoder.eof()
         if error is not None:
-            _close_fds(error.fds)
+            close_fds(error.fds)
         self._decoder = VhostUserDecoder(FRONTEND)
 
     def chr_read(self, data: bytes) -> None:
@@ -494,7 +487,7 @@ class Channel:
         fds: list[int] = take_fds() if take_fds is not None else []
         for item in self._decoder.feed(data, fds):
             if isinstance(item, VhostUserProtocolError):
-                _close_fds(item.fds)
+                close_fds(item.fds)
                 with self._cond:
                     self._failure = item.desc
                     self._cond.notify_all()

@@ -37,6 +37,7 @@ resynchronised after one, so the connection must then be closed.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 from qomhost._record import FrozenRecord
 from qomhost.errors import QemuError
@@ -68,6 +69,7 @@ __all__ = [
     "VringFile",
     "VringState",
     "check_reply",
+    "close_fds",
     "decode_message",
     "fd_count",
 ]
@@ -683,6 +685,17 @@ def _bad_size(header: Header, expected: str) -> VhostUserProtocolError:
         f"Invalid size {header.size} for {request_name(header.request)} "
         f"({header.request}): expected {expected}"
     )
+
+
+def close_fds(fds: Sequence[int]) -> None:
+    """Close fds that came with a message nobody keeps (one already closed is fine)."""
+    import os
+
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def fd_count(request: int, payload: bytes) -> int:

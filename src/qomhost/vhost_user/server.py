@@ -47,6 +47,7 @@ from qomhost.vhost_user.protocol import (
     Message,
     VhostUserDecoder,
     VhostUserProtocolError,
+    close_fds,
 )
 from qomhost.vhost_user.virtqueue import DeviceVirtqueue, VirtqueueError
 
@@ -63,12 +64,6 @@ RECV_SIZE = 1 << 16
 SEND_TIMEOUT_S = 10.0
 
 DeviceFactory = Callable[[], VhostUserDevice]
-
-
-def _close_fds(fds: tuple[int, ...] | list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 class VhostUserConnection:
@@ -118,7 +113,7 @@ class VhostUserConnection:
         # fds of a message not yet complete
         error = self.decoder.eof()
         if error is not None:
-            _close_fds(error.fds)
+            close_fds(error.fds)
         self.context.set_fd_handler(self.sock.fileno(), None)
         self.backend.close()
         self.sock.close()
@@ -148,30 +143,30 @@ class VhostUserConnection:
                 self.close(f"recvmsg: {exc.strerror or exc}")
                 return
             if flags & socket.MSG_CTRUNC:
-                _close_fds(fds)
+                close_fds(fds)
                 self.close("Too many file descriptors in one message")
                 return
             if not data:
-                _close_fds(fds)
+                close_fds(fds)
                 self._eof()
                 return
             items = self.decoder.feed(data, fds)
             for i, item in enumerate(items):
                 if isinstance(item, VhostUserProtocolError):
-                    _close_fds(item.fds)
+                    close_fds(item.fds)
                     self.close(item.desc)
                 elif self.close_reason is None:
                     self._handle(item)
                 if self.close_reason is not None:
                     # what came after the request that ended the connection
                     for rest in items[i + 1 :]:
-                        _close_fds(rest.fds)
+                        close_fds(rest.fds)
                     return
 
     def _eof(self) -> None:
         error = self.decoder.eof()
         if error is not None:
-            _close_fds(error.fds)
+            close_fds(error.fds)
             self.close(error.desc)
         else:
             self.close()
