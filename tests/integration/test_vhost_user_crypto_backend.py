@@ -14,6 +14,7 @@ import os
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,7 @@ from qomhost.vhost_user.protocol import (
     VringState,
 )
 from qomhost.vhost_user.server import BackendThread
-from qomhost.vhost_user.virtqueue import DriverVirtqueue
+from qomhost.vhost_user.virtqueue import VRING_USED_F_NO_NOTIFY, DriverVirtqueue
 
 F_PROTOCOL_FEATURES = 1 << 30
 
@@ -312,3 +313,87 @@ def test_a_burst_read_at_once_keeps_each_fd_with_its_message(backend: BackendThr
     finally:
         release.set()
         fe.close()
+
+
+def test_a_new_call_fd_is_signalled_at_once(backend: BackendThread) -> None:
+    """QEMU sends a ring's real call fd after its kick fd; what the ring served
+    in between was signalled on the fd it replaced, so the new one is
+    signalled once (as libvhost-user does) and no completion goes unseen."""
+    fe = Frontend(backend.path)
+    placeholder = os.eventfd(0, os.EFD_NONBLOCK)
+    try:
+        assert fe.u64(Request.GET_FEATURES) & F_PROTOCOL_FEATURES
+        fe.send(U64(Request.SET_PROTOCOL_FEATURES, fe.u64(Request.GET_PROTOCOL_FEATURES)))
+        fe.send(Empty(Request.SET_OWNER))
+        # object creation: the masked notifier stands in for the call fd
+        fe.send(VringFile(Request.SET_VRING_CALL, 0, placeholder))
+        sid = fe.create_session(CipherAlgo.AES_CBC, bytes(16), Op.ENCRYPT)
+        fe.send(U64(Request.SET_FEATURES, F_PROTOCOL_FEATURES))
+        assert fe.call(fe.memory.mem_table(FLAGS_NEED_REPLY)) == U64(Request.SET_MEM_TABLE, 0, 0x5)
+        # a request already on the ring when it starts: served at once
+        dst, status = fe.submit(0, sid, bytes(16), bytes(32))
+        fe.send(VringState(Request.SET_VRING_NUM, 0, fe.num))
+        fe.send(VringState(Request.SET_VRING_BASE, 0, 0))
+        fe.send(fe.queues[0].vring_addr(0))
+        fe.send(VringFile(Request.SET_VRING_KICK, 0, fe.kicks[0]))
+        assert select.select([placeholder], [], [], TIMEOUT)[0], "served, signalled"
+        fe.send(VringFile(Request.SET_VRING_CALL, 0, fe.calls[0]))
+        assert len(fe.wait_used(0, 1)) == 1
+        assert fe.memory.read(status, 1)[0] == Status.OK
+        assert fe.memory.read(dst, 32) == aes_cbc(bytes(16), bytes(16), bytes(32))
+    finally:
+        os.close(placeholder)
+        fe.close()
+
+
+def test_a_polling_backend_asks_for_no_kicks_and_serves_without_them(sock_dir: Path) -> None:
+    """While its loop polls the ring the backend sets VRING_USED_F_NO_NOTIFY
+    (and moves avail_event out of reach, for a driver that uses EVENT_IDX
+    unannounced); the driver skips its kicks and every request is answered.
+    When the loop stops polling, kicks are asked for again."""
+    path = str(sock_dir / "p.sock")
+    with BackendThread(VhostUserCryptoDevice, path) as thread:
+        ctx = thread.context
+
+        def poll_long() -> None:
+            # a window of 10 s that never grows or shrinks
+            ctx.set_poll_params(20_000_000_000, 1, 1)
+            ctx.poll_ns = 10_000_000_000
+
+        thread.call(poll_long)
+        fe = Frontend(thread.path)
+        try:
+            fe.handshake()
+            key = os.urandom(32)
+            sid = fe.create_session(CipherAlgo.AES_CBC, key, Op.ENCRYPT)
+            queue = fe.queues[0]
+            used = queue._used16  # the device's flags and avail_event, as the driver sees them
+            event_at = queue._avail_event_at
+            deadline = time.monotonic() + TIMEOUT
+            while not used[0] & VRING_USED_F_NO_NOTIFY:
+                assert time.monotonic() < deadline, "the backend never started polling"
+                time.sleep(0.001)
+            assert used[event_at] == 0x8000
+            for n in range(1, 21):
+                iv, data = os.urandom(16), os.urandom(256)
+                dst, status = fe.submit(0, sid, iv, data)
+                assert not queue.kick_needed()
+                fe.kick(0)  # sends nothing
+                deadline = time.monotonic() + TIMEOUT
+                while not queue.has_used():
+                    assert time.monotonic() < deadline, f"request {n} never answered"
+                    time.sleep(0.0001)
+                assert queue.get_used() == [(dst, len(data) + 1)]
+                assert fe.memory.read(status, 1)[0] == Status.OK
+                assert fe.memory.read(dst, len(data)) == aes_cbc(key, iv, data)
+            # polling ends: kicks wanted again, avail_event at the next request
+            thread.call(lambda: ctx.set_poll_params(0, 0, 0))
+            deadline = time.monotonic() + TIMEOUT
+            while used[0] & VRING_USED_F_NO_NOTIFY:
+                assert time.monotonic() < deadline, "the backend still polls"
+                time.sleep(0.001)
+            assert used[event_at] == 20
+            fe.submit(0, sid, bytes(16), bytes(16))
+            assert queue.kick_needed()
+        finally:
+            fe.close()

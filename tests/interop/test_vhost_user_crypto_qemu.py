@@ -222,6 +222,8 @@ def test_print_capabilities() -> None:
         (["--socket-path", "a", "--queues", "0"], "--queues must be between 1 and 256, not 0"),
         (["--socket-path", "a", "--queues", "x"], "invalid int value: 'x'"),
         (["--socket-path", "a", "--max-sessions", "0"], "--max-sessions must be at least 1, not 0"),
+        (["--socket-path", "a", "--poll-max-ns", "-1"], "--poll-max-ns must not be negative"),
+        (["--socket-path", "a", "--poll-shrink", "-2"], "--poll-shrink must not be negative"),
         (["--socket-path", "a", "--bogus"], "unrecognized arguments: --bogus"),
         (["--fd", "999"], "--fd 999: Bad file descriptor"),
         (["--socket-path", "/nonexistent/dir/s"], "cannot listen on /nonexistent/dir/s"),

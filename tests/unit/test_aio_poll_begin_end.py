@@ -468,3 +468,40 @@ def test_a_failing_poll_is_logged_and_the_loop_goes_on(
         assert ctx.run_once() is True
     assert take(log) == ["begin", "poll", "ready"]
     assert "poll handler raised" in caplog.text
+
+
+# --- fds only epoll can watch ------------------------------------------------------------------
+
+
+def test_an_epoll_only_handler_lets_the_loop_poll_the_others(
+    ctx: AioContext, ring: Ring, log: list[str]
+) -> None:
+    """A socket beside a ring: epoll_only keeps polling on, and the socket is served."""
+    import os
+
+    from qomhost.aio.context import epoll_only
+
+    read_fd, write_fd = os.pipe()
+    seen: list[bytes] = []
+    try:
+        ctx.set_fd_handler(read_fd, lambda: seen.append(os.read(read_fd, 100)), io_poll=epoll_only)
+        ring.publish()
+        assert ctx.run_once() is True
+        # polled, not woken: the ring's handler is still a poller
+        assert take(log) == ["begin", "poll", "ready"]
+        os.write(write_fd, b"x")
+        ctx.run_once()
+        # the window ran out (the pipe is never polled), then epoll saw it,
+        # with the kick the first request brought before polling began
+        assert take(log) == ["poll", "end", "poll", "event"]
+        assert seen == [b"x"]
+        # a handler without io_poll turns polling off for the context
+        ctx.set_fd_handler(read_fd, lambda: seen.append(os.read(read_fd, 100)))
+        ring.publish()
+        assert ring.kicks == 2  # not polling: the peer kicked
+        ctx.run_once()
+        assert take(log) == ["event"]
+    finally:
+        ctx.set_fd_handler(read_fd, None)
+        os.close(read_fd)
+        os.close(write_fd)

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-__all__ = ["AioContext", "EventNotifier", "FdHandler", "Timer"]
+__all__ = ["AioContext", "EventNotifier", "FdHandler", "Timer", "epoll_only"]
 
 #: the first growth step of the polling window, as in QEMU
 POLL_FIRST_STEP_NS = 4000
@@ -62,6 +62,18 @@ POLL_FIRST_STEP_NS = 4000
 DEFAULT_MAX_BATCH = 32
 #: how often a busy-polling loop yields the GIL and the CPU (``poll_yield_ns``)
 POLL_YIELD_NS = 4000
+
+
+def epoll_only() -> bool:
+    """The ``io_poll`` of an fd that only ``epoll`` can watch (a socket, a pipe).
+
+    A handler without ``io_poll`` turns polling off for the whole context
+    while it is registered, as QEMU's does; one with this callback lets the
+    loop poll the others, and is seen when the window ends. For fds whose
+    events can wait that long (at most ``poll-max-ns``): a control socket
+    beside the rings it controls. The loop never calls it.
+    """
+    return False
 
 
 class FdHandler:
@@ -301,7 +313,7 @@ class AioContext:
         self._pollers = tuple(
             (handler.io_poll, handler.io_poll_ready)
             for handler in self._poll_handlers
-            if handler.io_poll is not None
+            if handler.io_poll is not None and handler.io_poll is not epoll_only
         )
 
     def set_event_notifier(

@@ -20,6 +20,12 @@ It follows the "Backend program conventions" of QEMU's
 * ``--max-sessions N`` bounds the sessions one frontend may hold at once
   (default 1024): one more is refused with a negative session id, which
   a guest sees as a failed ``setkey``.
+* ``--poll-max-ns NS``, ``--poll-grow N``, ``--poll-shrink N`` tune the
+  loop's adaptive polling as an iothread's properties do (default 32768,
+  0, 0; ``--poll-max-ns 0`` never polls): while the window lasts the
+  rings' avail indexes are read without a system call and the driver is
+  asked not to kick, so a request that comes soon after the last is
+  served without a wake-up.
 * ``-v`` logs each vhost-user message, ``-vv`` more.
 
 SIGTERM and SIGINT end it cleanly: connections closed, socket file
@@ -45,6 +51,9 @@ PROG = "qomhost-vhost-user-crypto"
 MAX_QUEUES = 256
 #: sessions per frontend unless --max-sessions says otherwise
 DEFAULT_MAX_SESSIONS = 1024
+#: as an iothread's on Linux: the window is adaptive, so an idle ring costs
+#: nothing once it has shrunk back to 0
+DEFAULT_POLL_MAX_NS = 32768
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,6 +91,28 @@ def _parser() -> _Parser:
         type=int,
         default=0,
         help="requests served per kick before others get a turn (0: default 32)",
+    )
+    parser.add_argument(
+        "--poll-max-ns",
+        metavar="NS",
+        type=int,
+        default=DEFAULT_POLL_MAX_NS,
+        help="longest window for busy-polling the rings before blocking, as an "
+        f"iothread's (0: never poll; default {DEFAULT_POLL_MAX_NS})",
+    )
+    parser.add_argument(
+        "--poll-grow",
+        metavar="N",
+        type=int,
+        default=0,
+        help="factor the window grows by (0: doubles)",
+    )
+    parser.add_argument(
+        "--poll-shrink",
+        metavar="N",
+        type=int,
+        default=0,
+        help="divisor the window shrinks by (0: back to 0)",
     )
     parser.add_argument(
         "--print-capabilities", action="store_true", help="print capabilities as JSON and exit"
@@ -137,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
 
     context = AioContext("vhost-user-crypto")
     context.aio_max_batch = args.aio_max_batch
+    context.set_poll_params(args.poll_max_ns, args.poll_grow, args.poll_shrink)
     if args.fd is not None:
         server = VhostUserServer(device, context, sock=_inherited_socket(args.fd))
     else:
@@ -188,6 +220,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--max-sessions must be at least 1, not {args.max_sessions}")
     if args.aio_max_batch < 0:
         parser.error(f"--aio-max-batch must not be negative, not {args.aio_max_batch}")
+    for option in ("poll_max_ns", "poll_grow", "poll_shrink"):
+        value = getattr(args, option)
+        if value < 0:
+            flag = "--" + option.replace("_", "-")
+            parser.error(f"{flag} must not be negative, not {value}")
     if args.socket_path == "":
         parser.error("--socket-path must not be empty")
     _setup_logging(args.verbose)

@@ -152,21 +152,52 @@ class Vring:
         #: :mod:`~qomhost.vhost_user.virtqueue`), written by the backend although EVENT_IDX
         #: was not negotiated (see :meth:`rearm`)
         self.avail_event: memoryview | None = None
+        #: between :meth:`poll_begin` and :meth:`poll_end`: the loop reads the
+        #: avail index itself, so the driver is asked not to kick
+        self.polling = False
 
     @property
     def started(self) -> bool:
         return self.queue is not None
+
+    def poll_begin(self) -> None:
+        """The loop busy-polls this ring: ask the driver not to kick.
+
+        QEMU's ``virtio_queue_set_notification(vq, 0)`` from its host
+        notifier's ``io_poll_begin``. ``avail_event`` is moved half the
+        index space ahead, out of reach of the requests a window can see,
+        for a driver that uses EVENT_IDX without the backend being told.
+        """
+        self.polling = True
+        queue = self.queue
+        if queue is None:
+            return
+        queue.set_notification(False)
+        if self.avail_event is not None:
+            self.avail_event[0] = (queue.last_avail_idx + 0x8000) & 0xFFFF
+
+    def poll_end(self) -> None:
+        """The loop stops polling to block: ask for kicks again.
+
+        The loop polls the ring once more after this, for a request the
+        driver made available before it saw kicks wanted.
+        """
+        self.polling = False
+        self.rearm()
 
     def rearm(self) -> bool:
         """Ask for a kick at the next request; True if one is already waiting.
 
         Call it when the ring has been drained. Whatever the driver made
         available between the last pop and the request for a kick brings
-        no kick, hence the check after it.
+        no kick, hence the check after it. While the loop polls the ring
+        no kick is wanted: it only says whether more is waiting.
         """
         queue = self.queue
         if queue is None:
             return False
+        if self.polling:
+            return queue.has_available()
         queue.set_notification(True)
         if self.avail_event is not None:
             self.avail_event[0] = queue.last_avail_idx
@@ -726,6 +757,13 @@ class VhostUserBackend:
             # The notifier reads call_fd each time: no need to stop the ring.
             _close(vring.call_fd)
             vring.call_fd, vring.call_set = msg.fd, True
+            # Signalled once at once, as libvhost-user does: a frontend
+            # (QEMU, qomhost) sends the ring's real call fd after its kick fd,
+            # and whatever the ring served in between was signalled on the
+            # fd this one replaces, which nobody reads any more. A spurious
+            # interrupt costs the driver a look at its used ring; a lost one
+            # leaves its requests waiting for ever.
+            vring.notify()
             self._start(vring)
         else:
             _close(vring.err_fd)

@@ -9,6 +9,14 @@ The I/O around :class:`~qomhost.vhost_user.backend.VhostUserBackend`:
   up to ``aio-max-batch`` requests (:meth:`AioContext.batch_limit`), then
   the call eventfd is signalled once for the batch if the driver wants
   to hear of it. A malformed request closes this connection only.
+  On a loop that polls (``poll-max-ns`` not 0) each live ring is also a
+  poll handler, as QEMU's virtqueue host notifiers are: the loop reads
+  the avail index itself for the polling window, with the driver asked
+  not to kick (``VRING_USED_F_NO_NOTIFY``, and ``avail_event`` moved out
+  of reach), and a request found that way is served without a wake-up.
+  The socket and the backend-request channel are watched by ``epoll``
+  only, but do not stop the loop from polling the rings: a message waits
+  at most for the window to end.
 * :class:`VhostUserServer` listens on a unix socket (or takes an
   inherited listening or connected fd) and serves each frontend that
   connects with a device of its own, so a frontend that leaves takes its
@@ -34,7 +42,7 @@ import stat
 import threading
 from collections.abc import Callable
 
-from qomhost.aio.context import AioContext
+from qomhost.aio.context import AioContext, epoll_only
 from qomhost.vhost_user.backend import (
     VhostUserBackend,
     VhostUserDevice,
@@ -103,7 +111,7 @@ class VhostUserConnection:
     def start(self) -> None:
         """Start reading requests (call from the loop's thread)."""
         log.info("%s: frontend connected", self.name)
-        self.context.set_fd_handler(self.sock.fileno(), self._on_readable)
+        self.context.set_fd_handler(self.sock.fileno(), self._on_readable, io_poll=epoll_only)
 
     def close(self, reason: str = "") -> None:
         """End the connection: stop the rings, drop every fd, close the socket."""
@@ -210,8 +218,17 @@ class VhostUserConnection:
     def ring_started(self, vring: Vring) -> None:
         """Watch the kick eventfd; serve what the driver queued before we looked."""
         assert vring.kick_fd is not None
-        self.context.set_fd_handler(vring.kick_fd, lambda: self._on_kick(vring))
-        self.context.schedule(lambda: self._service(vring, vring.queue))
+        queue = vring.queue
+        assert queue is not None
+        self.context.set_fd_handler(
+            vring.kick_fd,
+            lambda: self._on_kick(vring),
+            io_poll=queue.has_available,
+            io_poll_ready=lambda: self._service(vring, queue),
+            io_poll_begin=vring.poll_begin,
+            io_poll_end=vring.poll_end,
+        )
+        self.context.schedule(lambda: self._service(vring, queue))
 
     def ring_stopping(self, vring: Vring) -> None:
         if vring.kick_fd is not None:
@@ -223,7 +240,7 @@ class VhostUserConnection:
             self.context.set_fd_handler(self._slave_fd, None)
         self._slave_fd = fd
         if fd is not None:
-            self.context.set_fd_handler(fd, lambda: self._on_slave_readable(fd))
+            self.context.set_fd_handler(fd, lambda: self._on_slave_readable(fd), io_poll=epoll_only)
 
     def _on_slave_readable(self, fd: int) -> None:
         # Nothing is expected here (this backend sends no requests), so
@@ -322,7 +339,9 @@ class VhostUserServer:
             self._listener = _listen_unix(self.path)
         if self._listener is not None:
             self._listener.setblocking(False)
-            self.context.set_fd_handler(self._listener.fileno(), self._on_accept)
+            self.context.set_fd_handler(
+                self._listener.fileno(), self._on_accept, io_poll=epoll_only
+            )
             log.info("listening on %s", self.path or f"fd {self._listener.fileno()}")
         if self._connected is not None:
             sock, self._connected = self._connected, None
