@@ -69,9 +69,11 @@ def epoll_only() -> bool:
 
     A handler without ``io_poll`` turns polling off for the whole context
     while it is registered, as QEMU's does; one with this callback lets the
-    loop poll the others, and is seen when the window ends. For fds whose
-    events can wait that long (at most ``poll-max-ns``): a control socket
-    beside the rings it controls. The loop never calls it.
+    loop poll the others, and its fd is seen when a window ends or, while
+    polling keeps finding work (the loop then skips its wait), by a
+    non-blocking epoll once per ``poll-max-ns``. For fds whose events can
+    wait that long: a control socket beside the rings it controls. The
+    loop never calls it.
     """
     return False
 
@@ -198,6 +200,11 @@ class AioContext:
         self._epoll = select.epoll()
         self._handlers: dict[int, FdHandler] = {}
         self._poll_disable_cnt = 0
+        #: handlers registered with :func:`epoll_only`, and the clock when
+        #: epoll last looked at the fds (a loop that keeps finding work by
+        #: polling skips the wait, so those fds are looked at explicitly)
+        self._epoll_only_cnt = 0
+        self._epolled_at = 0
         self._poll_handlers: list[FdHandler] = []
         #: (io_poll, io_poll_ready) of each handler in ``_poll_handlers``
         self._pollers: tuple[tuple[Callable[[], bool], Callable[[], None] | None], ...] = ()
@@ -293,6 +300,8 @@ class AioContext:
             self._handlers[fd] = handler
             if io_poll is None:
                 self._poll_disable_cnt += 1
+            elif io_poll is epoll_only:
+                self._epoll_only_cnt += 1
             else:
                 self._poll_handlers.append(handler)
                 self._update_pollers()
@@ -302,6 +311,9 @@ class AioContext:
     def _forget(self, handler: FdHandler) -> None:
         if handler.io_poll is None:
             self._poll_disable_cnt -= 1
+            return
+        if handler.io_poll is epoll_only:
+            self._epoll_only_cnt -= 1
             return
         self._poll_handlers.remove(handler)
         self._update_pollers()
@@ -313,7 +325,7 @@ class AioContext:
         self._pollers = tuple(
             (handler.io_poll, handler.io_poll_ready)
             for handler in self._poll_handlers
-            if handler.io_poll is not None and handler.io_poll is not epoll_only
+            if handler.io_poll is not None
         )
 
     def set_event_notifier(
@@ -594,6 +606,18 @@ class AioContext:
                 events = self._epoll.poll(wait)
             except InterruptedError:
                 events = []
+            if start is not None:
+                self._epolled_at = start
+        elif (
+            self._epoll_only_cnt
+            and start is not None
+            and start - self._epolled_at >= self.poll_max_ns
+        ):
+            # Polling keeps finding work, so the wait is skipped (as in QEMU);
+            # the epoll-only fds are looked at anyway, once per poll-max-ns,
+            # or a busy ring would starve its control socket.
+            self._epolled_at = start
+            events = self._epoll.poll(0)
         if start is not None:
             block_ns = (self._polled_at or self.clock()) - start
             if block_ns > self.poll_ns:  # else the sweet spot: nothing to adjust
