@@ -534,3 +534,71 @@ def test_a_ring_that_always_has_work_does_not_starve_an_epoll_only_fd(
         ctx.set_fd_handler(read_fd, None)
         os.close(read_fd)
         os.close(write_fd)
+
+
+# --- keep_polling: the iterations of a loop without the trip out of run_once -------------------
+
+
+class EagerRing(Ring):
+    """A peer that publishes its next request as soon as one is answered,
+    ``left`` times; with the last it also sets the notifier, so that the
+    loop's wait after the window returns."""
+
+    def __init__(self, log: list[str], left: int) -> None:
+        super().__init__(log)
+        self.left = left
+
+    def ready(self) -> None:
+        super().ready()
+        if self.left:
+            self.left -= 1
+            self.publish()
+            if not self.left:
+                self.notifier.set()
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_keep_polling_goes_through_the_same_iterations(
+    ctx: AioContext, log: list[str], keep: bool
+) -> None:
+    """The same polls, answers, window and end either way; with keep_polling
+    one call runs them all, without it one call per answer."""
+    ring = EagerRing(log, 3)
+    ring.register(ctx)
+    try:
+        ring.publish()
+        calls = 0
+        while ring.left or ring.head != ring.tail:
+            ctx.run_once(keep_polling=keep)
+            calls += 1
+        assert calls == (1 if keep else 4)
+        if not keep:
+            ctx.run_once()  # the window with nothing in it
+        window = ["poll"] * (WINDOW_NS // 1000)
+        assert log == ["begin", *["poll", "ready"] * 4, *window, "end", "poll", "event"]
+        assert ctx.poll_ns == WINDOW_NS  # grow 1 and shrink 1: nothing moved it
+    finally:
+        ctx.set_event_notifier(ring.notifier, None)
+        ring.notifier.close()
+
+
+def test_keep_polling_returns_for_a_bottom_half(ctx: AioContext, log: list[str]) -> None:
+    ring = EagerRing(log, 3)
+    ran: list[int] = []
+
+    def ready() -> None:
+        EagerRing.ready(ring)
+        if ring.left == 1:
+            ctx.schedule(lambda: ran.append(ring.left))
+
+    ring.ready = ready  # type: ignore[method-assign]
+    ring.register(ctx)
+    try:
+        ring.publish()
+        assert ctx.run_once(keep_polling=True) is True
+        # two answers, then the bottom half ended the iterations and ran
+        assert log.count("ready") == 2
+        assert ran == [1]
+    finally:
+        ctx.set_event_notifier(ring.notifier, None)
+        ring.notifier.close()

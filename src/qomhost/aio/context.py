@@ -205,6 +205,8 @@ class AioContext:
         #: polling skips the wait, so those fds are looked at explicitly)
         self._epoll_only_cnt = 0
         self._epolled_at = 0
+        #: where the last polling window began (see :meth:`_try_poll`)
+        self._window_start: int | None = None
         self._poll_handlers: list[FdHandler] = []
         #: (io_poll, io_poll_ready) of each handler in ``_poll_handlers``
         self._pollers: tuple[tuple[Callable[[], bool], Callable[[], None] | None], ...] = ()
@@ -458,7 +460,9 @@ class AioContext:
             return -1
         return max(0, self._timers[0].deadline - self.clock())
 
-    def _try_poll(self, timeout_ns: int, start: int | None = None) -> tuple[bool, int]:
+    def _try_poll(
+        self, timeout_ns: int, start: int | None = None, keep: bool = False
+    ) -> tuple[bool, int]:
         """QEMU's ``try_poll_mode``: busy-poll if the window allows, else stop polling.
 
         Returns (progress, what is left of ``timeout_ns``; 0 after progress).
@@ -473,7 +477,16 @@ class AioContext:
         lets go of the GIL and the CPU for a moment (see
         :attr:`poll_yield_ns`); time spent yielded counts as polling time,
         so QEMU's window arithmetic sees it as part of the wait.
+
+        With ``keep``, work found while nothing else is due (no bottom half,
+        timer, wake-up, or epoll-only fd to look at) does not end the call:
+        a new window starts at once, as the next ``aio_poll`` would start
+        it. That iteration would adjust nothing (the work came within the
+        window) and dispatch nothing, so the sequence is QEMU's, without
+        the trip out of and back into the loop. :attr:`_window_start` is
+        the start of the last window, for the caller's arithmetic.
         """
+        self._window_start = start
         pollers = self._pollers
         if not pollers:
             return False, timeout_ns
@@ -493,7 +506,10 @@ class AioContext:
             # it gets a path of its own, without the loop over handlers and
             # the call through _call, which shortens the time between two
             # looks at the ring. As in QEMU, one poll per clock read.
-            only = pollers[0] if len(pollers) == 1 else None
+            only = len(pollers) == 1
+            only_poll, only_ready = pollers[0]
+            # keep polling after a hit only if the window is all there is
+            keep = keep and timeout_ns < 0
             while True:
                 if self._kicked:
                     # A bottom half, a parameter change or a stop request:
@@ -502,21 +518,17 @@ class AioContext:
                     # progress this is, so polling stays started.
                     self._kicked = False
                     return False, 0
-                if only is not None:
-                    io_poll, io_poll_ready = only
+                found = False
+                if only:
                     try:  # free in 3.11 until raised
-                        found = io_poll()
+                        found = only_poll()
                     except Exception:
                         _log_exception("poll handler")
-                        found = False
-                    if found:
-                        self._polled_at = now
-                        if io_poll_ready is not None:
-                            try:
-                                io_poll_ready()
-                            except Exception:
-                                _log_exception("poll ready handler")
-                        return True, 0
+                    if found and only_ready is not None:
+                        try:
+                            only_ready()
+                        except Exception:
+                            _log_exception("poll ready handler")
                 else:
                     for io_poll, io_poll_ready in pollers:
                         try:
@@ -525,10 +537,27 @@ class AioContext:
                             _log_exception("poll handler")
                             found = False
                         if found:
-                            self._polled_at = now
                             if io_poll_ready is not None:
                                 _call(io_poll_ready, "poll ready handler")
-                            return True, 0
+                            break
+                if found:
+                    if not (
+                        keep
+                        and self._pollers is pollers
+                        and self.poll_ns
+                        and not self._bh
+                        and not self._timers
+                        and not self._kicked
+                        and not self._poll_disable_cnt
+                        and (not self._epoll_only_cnt or now - self._epolled_at < self.poll_max_ns)
+                    ):
+                        self._polled_at = now
+                        return True, 0
+                    start = now = clock()
+                    self._window_start = start
+                    deadline = start + self.poll_ns
+                    next_yield = start + yield_ns if yield_ns > 0 else deadline
+                    continue
                 now = clock()
                 if now >= deadline:
                     break
@@ -593,12 +622,21 @@ class AioContext:
             grown = self.poll_ns * grow if self.poll_ns else POLL_FIRST_STEP_NS
             self.poll_ns = min(grown, self.poll_max_ns)
 
-    def run_once(self, blocking: bool = True) -> bool:
-        """One iteration (``aio_poll``): wait, then dispatch. True if work was done."""
+    def run_once(self, blocking: bool = True, keep_polling: bool = False) -> bool:
+        """One iteration (``aio_poll``): wait, then dispatch. True if work was done.
+
+        ``keep_polling`` is for a caller that calls this in a loop (an
+        iothread, a backend program): while polling keeps finding work and
+        nothing else is due, the iterations run without returning (see
+        :meth:`_try_poll`), which shortens the time from one answer to the
+        next look at the ring. A :meth:`notify` ends them.
+        """
         polling = self.poll_max_ns != 0
         start = self.clock() if polling else None
         timeout = self._timeout_ns() if blocking else 0
-        progress, timeout = self._try_poll(timeout, start)
+        progress, timeout = self._try_poll(timeout, start, keep_polling)
+        if start is not None:
+            start = self._window_start
         events: list[tuple[int, int]] = []
         if not progress:
             wait = -1.0 if timeout < 0 else timeout / 1e9

@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         while not stopping:
-            context.run_once()
+            context.run_once(keep_polling=True)
     finally:
         server.close()
         context.close()

@@ -162,7 +162,7 @@ class IOThread(EventLoopBase):
         context.thread_id = self.thread_id
         self._started.set()
         while not self._stopping:
-            context.run_once()
+            context.run_once(keep_polling=True)
 
     # --- placing work -------------------------------------------------------
     def attach(self, user: object) -> AioContext:

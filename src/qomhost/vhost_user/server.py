@@ -447,7 +447,7 @@ class BackendThread:
 
     def _run(self) -> None:
         while not self._stopping:
-            self.context.run_once()
+            self.context.run_once(keep_polling=True)
 
     def call(self, fn: Callable[[], object]) -> object:
         """Run ``fn`` in the loop's thread and return its result."""
