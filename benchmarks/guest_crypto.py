@@ -252,10 +252,10 @@ def _boot(
 
 
 @contextlib.contextmanager
-def _qomhost_backend(workdir: Path) -> Iterator[tuple[list[str], int]]:
+def _qomhost_backend(workdir: Path, extra: list[str]) -> Iterator[tuple[list[str], int]]:
     path = workdir / "qomhost.sock"
     proc = subprocess.Popen(
-        [str(VENV_BIN / "qomhost-vhost-user-crypto"), "--socket-path", str(path)],
+        [str(VENV_BIN / "qomhost-vhost-user-crypto"), "--socket-path", str(path), *extra],
         stderr=open(workdir / "qomhost.log", "wb"),  # noqa: SIM115 -- the child owns it
     )
     try:
@@ -334,7 +334,12 @@ class GuestCryptoResult:
         return text
 
 
-def run(rounds: int = 3, seconds: float = 5.0) -> GuestCryptoResult:
+def run(
+    rounds: int = 3,
+    seconds: float = 5.0,
+    backends: tuple[str, ...] = BACKENDS,
+    qomhost_args: tuple[str, ...] = (),
+) -> GuestCryptoResult:
     files = Files(guestvm.guest_kernel(), guestvm.guest_busybox(), guestvm.build_afalg())
     result = GuestCryptoResult(seconds)
     try:
@@ -343,7 +348,7 @@ def run(rounds: int = 3, seconds: float = 5.0) -> GuestCryptoResult:
         dpdk_program = None
         result.skipped[BACKENDS[2]] = str(exc).splitlines()[0]
     for i in range(rounds):
-        order = list(BACKENDS)
+        order = [b for b in BACKENDS if b in backends]
         order = order[i % len(order) :] + order[: i % len(order)]
         for backend in order:
             if backend in result.skipped:
@@ -351,7 +356,7 @@ def run(rounds: int = 3, seconds: float = 5.0) -> GuestCryptoResult:
             with tempfile.TemporaryDirectory(prefix="gc", dir="/tmp") as tmp:
                 workdir = Path(tmp)
                 if backend == BACKENDS[0]:
-                    with _qomhost_backend(workdir) as (args, pid):
+                    with _qomhost_backend(workdir, list(qomhost_args)) as (args, pid):
                         measured = _boot(files, workdir, args, CASES, seconds, pid)
                 elif backend == BACKENDS[1]:
                     args = guestvm.builtin_crypto_args()
@@ -379,8 +384,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="boots per backend (3)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per size (5)")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=BACKENDS,
+        help="measure only this backend (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--qomhost-arg",
+        action="append",
+        default=[],
+        help="an extra argument for qomhost-vhost-user-crypto (repeatable)",
+    )
     args = parser.parse_args()
-    sys.stdout.write(run(args.rounds, args.seconds).markdown() + "\n")
+    backends = tuple(args.backend or BACKENDS)
+    result = run(args.rounds, args.seconds, backends, tuple(args.qomhost_arg))
+    sys.stdout.write(result.markdown() + "\n")
 
 
 if __name__ == "__main__":

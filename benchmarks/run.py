@@ -93,13 +93,12 @@ def iothread_section(
         "",
         "The client writes a request into a shared-memory ring and kicks an eventfd; the "
         "server, a poll handler on an iothread "
-        "(`set_event_notifier(notifier, on_event, io_poll=<reads the ring head>, "
-        "io_poll_begin=..., io_poll_end=...)`) or an "
+        "(`set_event_notifier(notifier, on_event, io_poll=<reads the ring head>)`) or an "
         "asyncio/uvloop `add_reader` callback, answers through a second ring (and kicks a "
-        "second eventfd if the client sleeps). While the iothread polls, its "
-        "`io_poll_begin`/`io_poll_end` keep a `NO_KICK` word set and the client skips its "
-        "kick, as a virtio driver reading `VRING_USED_F_NO_NOTIFY` does; the "
-        '"client always kicks" row leaves them out. "no GIL yield" rows turn off '
+        'second eventfd if the client sleeps). In the "client skips kicks while polled" '
+        "row the handler also has `io_poll_begin`/`io_poll_end`, which keep a `NO_KICK` "
+        "word set while the iothread polls, and the client skips its kick meanwhile, as a "
+        'virtio driver reading `VRING_USED_F_NO_NOTIFY` does. "no GIL yield" rows turn off '
         "`AioContext.poll_yield_ns` (a `sched_yield()` every 4 µs of polling, which lets "
         "go of the GIL and the CPU); the other rows have it. The `spin` client busy-waits "
         "for the answer, so its round trip is the server's reaction: that is what the goal "
