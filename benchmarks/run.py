@@ -223,7 +223,7 @@ def main() -> None:
             "",
             "A Linux guest under QEMU 7.2 encrypting through its `virtio_crypto` driver, "
             "by `.venv/bin/python benchmarks/guest_crypto.py` (its docstring describes the "
-            "guest and the three backends).",
+            "guest and the backends).",
             "",
             guest_result.markdown(),
             "",
