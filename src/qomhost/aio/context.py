@@ -205,8 +205,6 @@ class AioContext:
         #: polling skips the wait, so those fds are looked at explicitly)
         self._epoll_only_cnt = 0
         self._epolled_at = 0
-        #: where the last polling window began (see :meth:`_try_poll`)
-        self._window_start: int | None = None
         self._poll_handlers: list[FdHandler] = []
         #: (io_poll, io_poll_ready) of each handler in ``_poll_handlers``
         self._pollers: tuple[tuple[Callable[[], bool], Callable[[], None] | None], ...] = ()
@@ -462,10 +460,11 @@ class AioContext:
 
     def _try_poll(
         self, timeout_ns: int, start: int | None = None, keep: bool = False
-    ) -> tuple[bool, int]:
+    ) -> tuple[bool, int, int | None]:
         """QEMU's ``try_poll_mode``: busy-poll if the window allows, else stop polling.
 
-        Returns (progress, what is left of ``timeout_ns``; 0 after progress).
+        Returns (progress, what is left of ``timeout_ns``; 0 after progress,
+        where the last window began: ``start`` unless ``keep`` began others)
         Work found while polling is dispatched at once -- its latency is
         what polling is for -- and :attr:`_polled_at` keeps the time of the
         last clock read, so that the window arithmetic, as QEMU's, counts
@@ -483,13 +482,11 @@ class AioContext:
         a new window starts at once, as the next ``aio_poll`` would start
         it. That iteration would adjust nothing (the work came within the
         window) and dispatch nothing, so the sequence is QEMU's, without
-        the trip out of and back into the loop. :attr:`_window_start` is
-        the start of the last window, for the caller's arithmetic.
+        the trip out of and back into the loop.
         """
-        self._window_start = start
         pollers = self._pollers
         if not pollers:
-            return False, timeout_ns
+            return False, timeout_ns, start
         max_ns = self.poll_ns if timeout_ns < 0 else min(timeout_ns, self.poll_ns)
         if max_ns and not self._poll_disable_cnt:
             if not self._poll_started:
@@ -517,7 +514,7 @@ class AioContext:
                     # eventfd. QEMU's own notifier is a poll handler whose
                     # progress this is, so polling stays started.
                     self._kicked = False
-                    return False, 0
+                    return False, 0, start
                 found = False
                 if only:
                     try:  # free in 3.11 until raised
@@ -549,12 +546,11 @@ class AioContext:
                         and not self._timers
                         and not self._kicked
                         and not self._poll_disable_cnt
-                        and (not self._epoll_only_cnt or now - self._epolled_at < self.poll_max_ns)
+                        and not (self._epoll_only_cnt and self._epoll_only_due(now))
                     ):
                         self._polled_at = now
-                        return True, 0
+                        return True, 0, start
                     start = now = clock()
-                    self._window_start = start
                     deadline = start + self.poll_ns
                     next_yield = start + yield_ns if yield_ns > 0 else deadline
                     continue
@@ -570,8 +566,12 @@ class AioContext:
             ready = self._poll_set_started(False)
             if ready:
                 self._ready = ready
-                return True, 0
-        return False, timeout_ns
+                return True, 0, start
+        return False, timeout_ns, start
+
+    def _epoll_only_due(self, now: int) -> bool:
+        """Whether the epoll-only fds are to be looked at (once per poll-max-ns)."""
+        return bool(self._epoll_only_cnt) and now - self._epolled_at >= self.poll_max_ns
 
     def _poll_set_started(self, started: bool) -> list[Callable[[], None] | None]:
         """Call every poll handler's ``io_poll_begin`` or ``io_poll_end``.
@@ -634,9 +634,9 @@ class AioContext:
         polling = self.poll_max_ns != 0
         start = self.clock() if polling else None
         timeout = self._timeout_ns() if blocking else 0
-        progress, timeout = self._try_poll(timeout, start, keep_polling)
+        progress, timeout, window_start = self._try_poll(timeout, start, keep_polling)
         if start is not None:
-            start = self._window_start
+            start = window_start
         events: list[tuple[int, int]] = []
         if not progress:
             wait = -1.0 if timeout < 0 else timeout / 1e9
@@ -646,11 +646,7 @@ class AioContext:
                 events = []
             if start is not None:
                 self._epolled_at = start
-        elif (
-            self._epoll_only_cnt
-            and start is not None
-            and start - self._epolled_at >= self.poll_max_ns
-        ):
+        elif start is not None and self._epoll_only_due(start):
             # Polling keeps finding work, so the wait is skipped (as in QEMU);
             # the epoll-only fds are looked at anyway, once per poll-max-ns,
             # or a busy ring would starve its control socket.

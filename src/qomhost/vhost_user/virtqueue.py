@@ -132,6 +132,19 @@ _PAIR = struct.Struct("<QIHHQIHH")
 _Walked = tuple[list[int], list[int], int, int, int, int]
 
 
+def _pair(table: memoryview) -> _Walked | None:
+    """The two-descriptor table shape :meth:`DeviceVirtqueue._walk_pair` takes
+    (a readable descriptor with NEXT to 1, then a readable or writable one
+    ending the chain, neither empty), walked; ``None`` for any other. Whether
+    the buffers lie in guest memory is the caller's to check."""
+    a0, l0, f0, n0, a1, l1, f1, _n1 = _PAIR.unpack_from(table)
+    if f0 != VIRTQ_DESC_F_NEXT or n0 != 1 or (f1 and f1 != VIRTQ_DESC_F_WRITE) or not l0 or not l1:
+        return None
+    if f1:
+        return [a0, a1], [l0, l1], 1, 2, l0, l1
+    return [a0, a1], [l0, l1], 2, 2, l0 + l1, 0
+
+
 class VirtqueueError(QemuError):
     """A malformed ring or descriptor chain, or a queue used wrongly."""
 
@@ -590,42 +603,28 @@ class DeviceVirtqueue:
         self, table: memoryview
     ) -> tuple[_Walked, tuple[memoryview, memoryview]] | None:
         """:meth:`_walk_pair`, with a view of each buffer; ``None`` as it."""
-        a0, l0, f0, n0, a1, l1, f1, _n1 = _PAIR.unpack_from(table)
-        if (
-            f0 != VIRTQ_DESC_F_NEXT
-            or n0 != 1
-            or (f1 and f1 != VIRTQ_DESC_F_WRITE)
-            or not l0
-            or not l1
-        ):
+        walked = _pair(table)
+        if walked is None:
             return None
+        (a0, a1), (l0, l1) = walked[0], walked[1]
         try:
             views = self.memory.view(a0, l0), self.memory.view(a1, l1)
         except GuestMemoryError:
             return None  # the walk one by one says what is wrong
-        if f1:
-            return ([a0, a1], [l0, l1], 1, 2, l0, l1), views
-        return ([a0, a1], [l0, l1], 2, 2, l0 + l1, 0), views
+        return walked, views
 
     def _walk_pair(self, table: memoryview) -> _Walked | None:
         """:meth:`_walk` for a table of two descriptors, a readable one with
         NEXT to 1 and a readable or writable one ending the chain, each in
         one region: one unpack, no loop. ``None`` for anything else (the
         descriptor-by-descriptor way then gives the same answer or the error)."""
-        a0, l0, f0, n0, a1, l1, f1, _n1 = _PAIR.unpack_from(table)
-        if (
-            f0 != VIRTQ_DESC_F_NEXT
-            or n0 != 1
-            or (f1 and f1 != VIRTQ_DESC_F_WRITE)
-            or not l0
-            or not l1
-            or not self.memory.contains(a0, l0)
-            or not self.memory.contains(a1, l1)
-        ):
+        walked = _pair(table)
+        if walked is None:
             return None
-        if f1:
-            return [a0, a1], [l0, l1], 1, 2, l0, l1
-        return [a0, a1], [l0, l1], 2, 2, l0 + l1, 0
+        (a0, a1), (l0, l1) = walked[0], walked[1]
+        if not self.memory.contains(a0, l0) or not self.memory.contains(a1, l1):
+            return None
+        return walked
 
     def _walk_table(self, table: memoryview) -> _Walked | None:
         """:meth:`_walk` for an indirect table filled in order, with no loop in
@@ -892,17 +891,7 @@ class DriverVirtqueue:
             del self._free[-total:]
             self._write_chain(self._desc, buffers, n_out, ids)
             head = ids[0]
-        self._chains[head] = ids
-        self._tokens[head] = token
-        self._in_len[head] = sum(length for _gpa, length in in_)
-        self._in_flight += 1
-        # the chain and the ring entry first, then the index that publishes them
-        avail16 = self._avail16
-        avail16[2 + (self._avail_idx & self._mask)] = head
-        self._avail_idx = (self._avail_idx + 1) & _U16_MASK
-        avail16[1] = self._avail_idx
-        self._num_added += 1
-        return head
+        return self._publish(head, ids, token, sum(length for _gpa, length in in_))
 
     def add_two(self, out_gpa: int, out_len: int, in_gpa: int, in_len: int, token: object) -> int:
         """:meth:`add` of one device-readable and one device-writable buffer
@@ -935,7 +924,12 @@ class DriverVirtqueue:
             VIRTQ_DESC_F_INDIRECT,
             0,
         )
-        self._chains[head] = [head]
+        return self._publish(head, [head], token, in_len)
+
+    def _publish(self, head: int, ids: list[int], token: object, in_len: int) -> int:
+        """Record the chain written at ``head`` (its descriptors ``ids``) and
+        make it available; ``head``."""
+        self._chains[head] = ids
         self._tokens[head] = token
         self._in_len[head] = in_len
         self._in_flight += 1

@@ -127,17 +127,7 @@ class Batch:
             self._done.set()
 
     def _finish(self, index: int, result: bytes | None, error: BaseException | None) -> None:
-        with self._lock:
-            if error is not None:
-                if self.error is None:
-                    self.error = error
-            else:
-                assert result is not None
-                self.results[index] = result
-            self.left -= 1
-            if self.left:
-                return
-        self._done.set()
+        self._finish_many([(index, result, error)])
 
     def _finish_many(self, finished: list[tuple[int, bytes | None, BaseException | None]]) -> None:
         """:meth:`_finish` of several requests, under one lock."""

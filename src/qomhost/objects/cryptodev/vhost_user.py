@@ -373,8 +373,7 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
         queue: int | None,
         out: Sequence[bytearray | memoryview] | None = None,
     ) -> list[bytes]:
-        context = self.data_context
-        if context is not None and context.thread_id in (None, threading.get_native_id()):
+        if self._on_data_thread():
             # On the loop's own thread: one request at a time, each waited
             # for by running the loop here.
             self._datapath()
@@ -388,11 +387,16 @@ class CryptoDevBackendVhostUser(CryptoDevBackend):
         queue: int | None,
         out: Sequence[bytearray | memoryview],
     ) -> PendingRequests:
-        context = self.data_context
-        if context is not None and context.thread_id in (None, threading.get_native_id()):
+        if self._on_data_thread():
             self._cipher_many(session, items, queue, out)
             return PendingRequests()
         return PendingRequests(self._send_many(session, items, queue, out))
+
+    def _on_data_thread(self) -> bool:
+        """Whether this thread runs the data loop (or the loop runs nowhere yet),
+        so that a request can be waited for only by running the loop here."""
+        context = self.data_context
+        return context is not None and context.thread_id in (None, threading.get_native_id())
 
     def _datapath(self) -> DataPath:
         datapath = self.datapath
