@@ -48,8 +48,9 @@ benchmark reports every request found that way; a lost kick costs at most
 Run as a program, this module is the client process of
 ``iothread_latency.py``: it inherits the memfd and both eventfds, makes
 ``N`` round trips after ``WARM`` unmeasured ones, and prints the round-trip
-times (ns, one line, space-separated) and, on a second line, how many of
-the measured requests it kicked::
+times (ns, one line, space-separated), the client's own part of each (from
+its start to the request sent) on a second line and, on a third, how many of
+the measured requests it kicked (``ring_client.c`` is the same client in C)::
 
     python _ring.py MEMFD REQ_FD RESP_FD spin|block N WARM
 """
@@ -57,15 +58,16 @@ the measured requests it kicked::
 from __future__ import annotations
 
 import _thread
+import functools
 import mmap
 import os
 import select
 import sys
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-__all__ = ["RECHECK_NS", "Channel", "RingServer", "client_round_trips", "fence"]
+__all__ = ["RECHECK_NS", "Channel", "RingServer", "Trips", "client_round_trips", "fence"]
 
 SIZE = 4096
 #: word indexes (8 words = one 64-byte cache line apart)
@@ -139,7 +141,7 @@ class RingServer:
     """The server half: answers each request with its own value.
 
     :meth:`pending` is the poll callback (one memory read);
-    :meth:`on_polled` and :meth:`on_event` take every queued request, count
+    :attr:`serve_polled` and :meth:`on_event` take every queued request, count
     how the request was noticed, and note the loop's window if it is given.
     :meth:`poll_begin` and :meth:`poll_end` are the loop's ``io_poll_begin``
     and ``io_poll_end``: they set and clear ``NO_KICK`` (the re-check after
@@ -156,6 +158,7 @@ class RingServer:
         "req_fd",
         "resp_fd",
         "resp_head",
+        "serve_polled",
         "tail",
         "windows",
         "words",
@@ -180,6 +183,9 @@ class RingServer:
         self.windows: list[int] = []
         #: the armed re-check, if any
         self.recheck: Cancellable | None = None
+        #: the ``io_poll_ready`` callback (the poll callback found work): the
+        #: answer, counted as polled, with no Python call in between
+        self.serve_polled: Callable[[], None] = functools.partial(self._serve, True)
 
     def poll_begin(self) -> None:
         """``io_poll_begin``: the loop polls the head, the client need not kick."""
@@ -222,15 +228,9 @@ class RingServer:
         """Whether a request is queued (no system call)."""
         return self.words[REQ_HEAD] != self.tail
 
-    def on_polled(self) -> None:
-        """The loop's poll callback found work."""
-        if self._serve():
-            self.by_poll += 1
-
     def on_event(self) -> None:
         """The request eventfd woke the loop (the loop has read it)."""
-        if self._serve():
-            self.by_event += 1
+        self._serve(False)
 
     def on_readable(self) -> None:
         """``add_reader`` callback for asyncio loops: read the eventfd, then serve."""
@@ -240,12 +240,14 @@ class RingServer:
             pass
         self.on_event()
 
-    def _serve(self) -> bool:
+    def _serve(self, polled: bool | None = None) -> None:
+        """Answer every queued request; count it in :attr:`by_poll` or
+        :attr:`by_event` if ``polled`` is True or False."""
         words = self.words
         head = words[REQ_HEAD]
         tail = self.tail
         if head == tail:
-            return False
+            return
         resp = self.resp_head
         while tail != head:
             words[RESP_SLOTS + (resp & MASK)] = words[REQ_SLOTS + (tail & MASK)]
@@ -257,16 +259,29 @@ class RingServer:
         words[REQ_TAIL] = tail
         self.tail = tail
         self.resp_head = resp
+        if polled:
+            self.by_poll += 1
+        elif polled is not None:
+            self.by_event += 1
         if self.loop is not None:
             self.windows.append(self.loop.poll_ns)
-        return True
+
+
+class Trips(NamedTuple):
+    """What a client measured: per request of the last ``n``, the round trip
+    and the client's own part of it (ns), and how many it kicked."""
+
+    rtts: list[int]
+    #: from the start to the request sent (written, published, kicked): no
+    #: server can answer in less
+    own: list[int]
+    kicks: int
 
 
 def client_round_trips(
     words: memoryview, req_fd: int, resp_fd: int, style: str, n: int, warm: int
-) -> tuple[list[int], int]:
-    """Make ``warm + n`` round trips; the times of the last ``n`` (ns), and
-    how many of those ``n`` requests were kicked.
+) -> Trips:
+    """Make ``warm + n`` round trips and say what they took.
 
     ``style`` is ``spin`` (busy-wait on the response head, no response
     kicks) or ``block`` (wait in epoll for the response eventfd). Either
@@ -282,6 +297,7 @@ def client_round_trips(
     head = words[REQ_HEAD]
     resp_tail = words[RESP_TAIL]
     rtts = [0] * n
+    own = [0] * n
     kicks = 0
     try:
         for i in range(-warm, n):
@@ -296,6 +312,7 @@ def client_round_trips(
                 kick(req_fd, 1)
                 if i >= 0:
                     kicks += 1
+            sent = now()
             if spin:
                 while words[RESP_HEAD] == resp_tail:
                     pass
@@ -313,9 +330,10 @@ def client_round_trips(
             words[RESP_TAIL] = resp_tail
             if i >= 0:
                 rtts[i] = t1 - t0
+                own[i] = sent - t0
     finally:
         ep.close()
-    return rtts, kicks
+    return Trips(rtts, own, kicks)
 
 
 def _main(argv: list[str]) -> None:
@@ -323,9 +341,11 @@ def _main(argv: list[str]) -> None:
     style, n, warm = argv[3], int(argv[4]), int(argv[5])
     with mmap.mmap(memfd, SIZE) as mapping:
         words = memoryview(mapping).cast("Q")
-        rtts, kicks = client_round_trips(words, req_fd, resp_fd, style, n, warm)
+        trips = client_round_trips(words, req_fd, resp_fd, style, n, warm)
         words.release()
-    sys.stdout.write(" ".join(map(str, rtts)) + f"\n{kicks}\n")
+    for values in (trips.rtts, trips.own):
+        sys.stdout.write(" ".join(map(str, values)) + "\n")
+    sys.stdout.write(f"{trips.kicks}\n")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ over the shared-memory rings of :mod:`_ring` and waits for the answer:
 
 * **qomhost**: ``Host().add_object("iothread", ...)``, the handler registered
   with ``set_event_notifier(notifier, on_event, io_poll=pending,
-  io_poll_ready=on_polled)``, where ``pending`` reads the request head (no
+  io_poll_ready=serve_polled)``, where ``pending`` reads the request head (no
   system call); the client kicks every request, as the set-up of the goal
   says. One row also passes ``io_poll_begin=poll_begin, io_poll_end=poll_end``,
   which set and clear the ring's ``NO_KICK`` word, so that the client does not
@@ -41,19 +41,23 @@ import argparse
 import concurrent.futures
 import importlib.metadata
 import subprocess
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from _common import ROOT, VENV_PYTHON, log, median, read_steal, steal_percent, table
-from _ring import RECHECK_NS, Channel, RingServer, client_round_trips
+from _ring import RECHECK_NS, Channel, RingServer, Trips, client_round_trips
 
 from qomhost.aio.context import POLL_YIELD_NS, EventNotifier
 from qomhost.host import Host
 from qomhost.objects.iothread import IOTHREAD_POLL_MAX_NS_DEFAULT, IOThread
 
-RING_PY = str(ROOT / "benchmarks" / "_ring.py")
+#: the cross-process clients: the same protocol in Python and in C
+PYTHON_CLIENT = (VENV_PYTHON, str(ROOT / "benchmarks" / "_ring.py"))
+C_CLIENT_SOURCE = ROOT / "benchmarks" / "ring_client.c"
 WARM = 300
 #: polling windows measured besides 0 and the default
 LARGE_WINDOWS = (100_000, 1_000_000)
@@ -83,7 +87,7 @@ class QomhostServer:
                 notifier,
                 server.on_event,
                 io_poll=server.pending,
-                io_poll_ready=server.on_polled,
+                io_poll_ready=server.serve_polled,
                 io_poll_begin=server.poll_begin if no_kick else None,
                 io_poll_end=server.poll_end if no_kick else None,
             )
@@ -161,6 +165,7 @@ class Sample:
     p99_us: float
     polled: float  # share of answers whose request was found by polling
     window_ns: float | None  # median poll_ns at the answers (qomhost only)
+    own_us: float  # p50 of the client's own part of a round trip (up to sent)
     kicked: float  # share of measured requests the client kicked
     lost_kicks: int  # requests found by the server's re-check, not kicked
     late_kicks: int  # ... kicked, but the kick came after the re-check
@@ -195,14 +200,29 @@ def variants(uvloop_ok: bool) -> list[Variant]:
     return out
 
 
+def build_c_client(directory: Path) -> tuple[str]:
+    """Compile ``ring_client.c`` into ``directory``; its command."""
+    binary = directory / "ring_client"
+    subprocess.run(
+        ["gcc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(C_CLIENT_SOURCE)], check=True
+    )
+    return (str(binary),)
+
+
 def _percentile(sorted_values: list[int], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))] / 1000
 
 
 def trial(
-    servers: dict[str, Any], variant: Variant, style: str, in_process: bool, round_trips: int
+    servers: dict[str, Any],
+    variant: Variant,
+    style: str,
+    in_process: bool,
+    round_trips: int,
+    client: Sequence[str] = PYTHON_CLIENT,
 ) -> Sample:
-    """One client run against one server setting."""
+    """One client run against one server setting; ``client``: the cross-process
+    client's command, to which the fds and the run's parameters are added."""
     server = servers[variant.kind]
     if isinstance(server, QomhostServer):
         server.configure(variant.poll_max_ns, variant.yield_ns)
@@ -213,22 +233,25 @@ def trial(
     server.attach(notifier, handler, variant.no_kick)
     try:
         if in_process:
-            rtts, kicks = client_round_trips(
+            trips = client_round_trips(
                 channel.words, notifier.fd, channel.resp_fd, style, round_trips, WARM
             )
         else:
             fds = channel.fds()
-            argv = [VENV_PYTHON, RING_PY, *map(str, fds), style, str(round_trips), str(WARM)]
+            argv = [*client, *map(str, fds), style]
+            argv += [str(round_trips), str(WARM)]
             out = subprocess.run(
                 argv, pass_fds=fds, capture_output=True, text=True, check=True, timeout=120
             ).stdout
-            times, kicked = out.splitlines()
-            rtts, kicks = [int(x) for x in times.split()], int(kicked)
+            times, own, kicked = out.splitlines()
+            trips = Trips(
+                [int(x) for x in times.split()], [int(x) for x in own.split()], int(kicked)
+            )
     finally:
         server.detach(notifier, handler)
         notifier.close()
         channel.close()
-    rtts.sort()
+    rtts, own_times = sorted(trips.rtts), sorted(trips.own)
     answered = handler.by_poll + handler.by_event + handler.rechecked
     windows = sorted(handler.windows)
     return Sample(
@@ -236,7 +259,8 @@ def trial(
         _percentile(rtts, 0.99),
         handler.by_poll / answered if answered else 0.0,
         float(windows[len(windows) // 2]) if windows else None,
-        kicks / round_trips,
+        _percentile(own_times, 0.5),
+        trips.kicks / round_trips,
         handler.lost_kicks,
         handler.late_kicks,
     )
@@ -250,7 +274,8 @@ class LatencyResult:
     round_trips: int
     variants: list[Variant]
     uvloop_note: str
-    cross: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
+    #: by (variant name, client style, client language)
+    cross: dict[tuple[str, str, str], list[Sample]] = field(default_factory=dict)
     inproc: dict[str, list[Sample]] = field(default_factory=dict)
     steal: float = 0.0
 
@@ -270,8 +295,8 @@ class LatencyResult:
     def stalls(self) -> str:
         """Requests the server's re-check answered (lost and late kicks), by row."""
         runs = [
-            (f"{name} ({style}, cross-process)", samples)
-            for (name, style), samples in self.cross.items()
+            (f"{name} ({style}, {language} client)", samples)
+            for (name, style, language), samples in self.cross.items()
         ]
         runs += [(f"{name} (in-process)", samples) for name, samples in self.inproc.items()]
         requests = sum(len(samples) for _, samples in runs) * self.round_trips
@@ -296,12 +321,16 @@ class LatencyResult:
         name = min(blocking, key=lambda n: self._med(samples[n], "p50_us"))
         return name, self._med(samples[name], "p50_us")
 
-    def cross_markdown(self) -> str:
-        """The cross-process table and the goal line."""
+    def cross_markdown(self, language: str) -> str:
+        """The cross-process table of one client and the goal lines."""
         styles = ("spin", "block")
+        cross = {
+            (name, style): samples
+            for (name, style, lang), samples in self.cross.items()
+            if lang == language
+        }
         best = {
-            s: self.best_blocking({v.name: self.cross[v.name, s] for v in self.variants})
-            for s in styles
+            s: self.best_blocking({v.name: cross[v.name, s] for v in self.variants}) for s in styles
         }
         header = ["server"]
         for style in styles:
@@ -317,7 +346,7 @@ class LatencyResult:
         for v in self.variants:
             row = [v.name]
             for style in styles:
-                samples = self.cross[v.name, style]
+                samples = cross[v.name, style]
                 p50 = self._med(samples, "p50_us")
                 row += [
                     f"{p50:.1f}",
@@ -335,14 +364,14 @@ class LatencyResult:
         lines = []
         for style in styles:
             name, p50 = best[style]
-            ours = self._med(self.cross[default, style], "p50_us")
+            ours = self._med(cross[default, style], "p50_us")
             # the same ratio within each trial (its variants ran minutes apart at most)
             paired = [
-                sample.p50_us / min(self.cross[b, style][t].p50_us for b in blocking)
-                for t, sample in enumerate(self.cross[default, style])
+                sample.p50_us / min(cross[b, style][t].p50_us for b in blocking)
+                for t, sample in enumerate(cross[default, style])
             ]
             best_range = [
-                min(self.cross[b, style][t].p50_us for b in blocking) for t in range(self.trials)
+                min(cross[b, style][t].p50_us for b in blocking) for t in range(self.trials)
             ]
             lines.append(
                 f"- {style} client: best blocking loop is {name.split(',')[0]} at {p50:.1f} µs "
@@ -352,6 +381,15 @@ class LatencyResult:
                 f"trial {min(paired):.2f}–{max(paired):.2f}×, in "
                 f"{sum(r <= 0.2 for r in paired)} of {len(paired)} trials at most 0.2×"
             )
+        # the client's own part, where it kicks every request: the least any
+        # server's round trip can be
+        own = self._med(cross[default, "spin"], "own_us")
+        floor = own / best["spin"][1]
+        lines.append(
+            f"- the {language} client's own part of a request (from its start to the request "
+            f"sent, the kick included): {own:.2f} µs at the median, **{floor:.2f}×** the best "
+            "blocking loop for the spin client: no server can answer faster"
+        )
         return table(header, rows) + "\n\n" + "\n".join(lines)
 
     def inproc_markdown(self) -> str:
@@ -407,8 +445,12 @@ class LatencyResult:
         return "\n\n".join(
             [
                 note,
-                "**Cross-process** (client: another process):",
-                self.cross_markdown(),
+                "**Cross-process, Python client** (another process running `_ring.py`):",
+                self.cross_markdown("Python"),
+                "**Cross-process, C client** (another process running `ring_client.c`, the same "
+                "client compiled with `gcc -O2`, as a guest's driver or a DPDK application is "
+                "compiled code; its spin loop has the `pause` a driver's `cpu_relax()` has):",
+                self.cross_markdown("C"),
                 "**In-process** (client: the main thread, `block` style):",
                 self.inproc_markdown(),
                 '**Skipped kicks** (the "skips kicks" rows; the client skips its kick while '
@@ -433,15 +475,18 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
         note = "uvloop is not installed (`pip install -e '.[bench]'`): no uvloop row."
     chosen = variants("uvloop" in servers)
     result = LatencyResult(trials, round_trips, chosen, note)
+    build = tempfile.TemporaryDirectory(prefix="qomhost-bench-")
+    clients = {"Python": PYTHON_CLIENT, "C": build_c_client(Path(build.name))}
     try:
         before = read_steal()
         for t in range(trials):
             # rotate the order so that drift on a shared host hits every variant alike
             order = chosen[t % len(chosen) :] + chosen[: t % len(chosen)]
             for v in order:
-                for style in ("spin", "block"):
-                    sample = trial(servers, v, style, False, round_trips)
-                    result.cross.setdefault((v.name, style), []).append(sample)
+                for language, client in clients.items():
+                    for style in ("spin", "block"):
+                        sample = trial(servers, v, style, False, round_trips, client)
+                        result.cross.setdefault((v.name, style, language), []).append(sample)
                 sample = trial(servers, v, "block", True, round_trips)
                 result.inproc.setdefault(v.name, []).append(sample)
             log(f"iothread_latency: {t + 1}/{trials} trials")
@@ -449,6 +494,7 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
     finally:
         for server in servers.values():
             server.close()
+        build.cleanup()
     return result
 
 

@@ -101,10 +101,13 @@ def iothread_section(
         'virtio driver reading `VRING_USED_F_NO_NOTIFY` does. "no GIL yield" rows turn off '
         "`AioContext.poll_yield_ns` (a `sched_yield()` every 4 µs of polling, which lets "
         "go of the GIL and the CPU); the other rows have it. The `spin` client busy-waits "
-        "for the answer, so its round trip is the server's reaction: that is what the goal "
-        "(polling p50 at most 0.2× the best blocking loop's) is about. The `block` client "
-        "checks the ring once and then sleeps in epoll; whenever the answer is not there "
-        "yet, its round trip includes its own wake-up, which no server can remove.",
+        "for the answer, so its round trip is its own part (writing, publishing and "
+        "kicking, measured apart: no server can answer faster) and the server's reaction: "
+        "that is what the goal (polling p50 at most 0.2× the best blocking loop's) is "
+        "about. The `block` client checks the ring once and then sleeps in epoll; whenever "
+        "the answer is not there yet, its round trip includes its own wake-up, which no "
+        "server can remove. The client runs in Python (`_ring.py`) and, with the same "
+        "protocol, in C (`ring_client.c`), whose own part is the kick's system call alone.",
         "",
         "### Round trips",
         "",
