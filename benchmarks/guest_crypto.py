@@ -347,9 +347,32 @@ class GuestCryptoResult:
             "its ring for up to 1 ms after each request, as DPDK's worker polls all the "
             "time); the first has the default window, 32 768 ns."
         )
+        lines = []
+        for backend in QOMHOST_ARGS:
+            cells = []
+            for case in CASES:
+                ratios = self.paired(backend, case)
+                if ratios:
+                    size, jobs = case
+                    listed = ", ".join(f"{r:.2f}" for r in ratios)
+                    cells.append(f"{size // KIB} KiB x{jobs}: {listed}")
+            if cells:
+                lines.append(f"- {backend} / {BUILTIN}, round by round: " + "; ".join(cells))
+        if lines:
+            text += (
+                "\n\nThe same ratios within each round (the backends of a round run minutes "
+                "apart, the rounds further apart; how fast this shared host runs the guest "
+                "drifts by tens of per cent between them):\n\n" + "\n".join(lines)
+            )
         for backend, why in self.skipped.items():
             text += f"\n{backend}: not measured ({why})."
         return text
+
+    def paired(self, backend: str, case: Case) -> list[float]:
+        """``backend``'s rate over the builtin backend's in each round."""
+        ours = self.rates.get(backend, {}).get(case, [])
+        builtin = self.rates.get(BUILTIN, {}).get(case, [])
+        return [a / b for a, b in zip(ours, builtin, strict=False) if b]
 
 
 def run(
