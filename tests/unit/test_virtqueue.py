@@ -529,7 +529,7 @@ def indirect_request(p: Pair, descs: list[tuple[int, int, int]]) -> None:
     p.mem.write(gpa, table)
     desc = p.mem.view(p.driver.desc_gpa, 16)
     DESC.pack_into(desc, 0, gpa, len(table), VIRTQ_DESC_F_INDIRECT, 0)
-    avail = p.mem.view(p.driver.avail_gpa, 6)
+    avail = p.mem.view(p.driver.avail_gpa, 4 + 2 * 8)
     idx = U16.unpack_from(avail, 2)[0]
     U16.pack_into(avail, 4 + 2 * (idx % 8), 0)
     U16.pack_into(avail, 2, (idx + 1) & 0xFFFF)
@@ -727,6 +727,64 @@ def test_small_table_shortcut_is_taken(pair: Pair) -> None:
         152,
         65,
     )
+
+
+def _large_table(base: int, count: int = 12) -> list[tuple[int, int, int]]:
+    """A chain of ``count`` 8-byte buffers from ``base``, readable then writable:
+    more than the small-table shortcut takes."""
+    return [(base + 64 * i, 8, 0 if i < count // 2 else VIRTQ_DESC_F_WRITE) for i in range(count)]
+
+
+def test_large_tables_are_walked_once_while_they_recur(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same table in later requests (each a new copy, as Linux allocates
+    them) is not walked again; another table is."""
+    walks: list[int] = []
+    walk = DeviceVirtqueue._walk_table
+
+    def counted(self: DeviceVirtqueue, table: memoryview) -> object:
+        walks.append(len(table))
+        return walk(self, table)
+
+    monkeypatch.setattr(DeviceVirtqueue, "_walk_table", counted)
+    base = pair.alloc.alloc(64 * 16)
+    chains = []
+    for descs in (
+        _large_table(base),
+        _large_table(base),
+        _large_table(base + 8),
+        _large_table(base),
+    ):
+        indirect_request(pair, descs)
+        chain = pair.device.pop_lazy()
+        assert chain is not None
+        chains.append((chain.descriptors, chain.readable_len, chain.writable_len))
+    assert walks == [16 * 12, 16 * 12]
+    assert chains == [((6, 6), 48, 48)] * 4
+
+
+def test_walked_tables_are_checked_again_when_memory_changes(pair: Pair) -> None:
+    """Once the region holding a remembered table's buffers is gone, the same
+    table is refused as a queue that never saw it refuses it."""
+    region = pair.backend_mem.regions[1]
+    descs = _large_table(region.guest_phys_addr + 4096)
+    indirect_request(pair, descs)
+    assert pair.device.pop_lazy() is not None
+    generation = pair.backend_mem.generation
+    pair.backend_mem.remove_region(
+        region.guest_phys_addr, region.memory_size, region.userspace_addr
+    )
+    assert pair.backend_mem.generation > generation
+    indirect_request(pair, descs)
+    fresh = DeviceVirtqueue.from_vring_addr(pair.backend_mem, pair.driver.vring_addr(0), 8)
+    fresh.last_avail_idx = pair.device.last_avail_idx
+    with pytest.raises(VirtqueueError) as want:
+        fresh.pop_lazy()
+    with pytest.raises(VirtqueueError) as got:
+        pair.device.pop_lazy()
+    assert got.value.desc == want.value.desc
+    assert "invalid address for buffers" in got.value.desc
 
 
 # --- wrap-around of the 16-bit indices --------------------------------------------------------

@@ -124,11 +124,15 @@ class GuestMemory:
 
     def __init__(self, regions: tuple[MappedRegion, ...], maps: tuple[mmap.mmap, ...]) -> None:
         """Take ownership of ``regions`` and their mappings; use the class methods instead."""
+        #: counts changes of the layout (a region added or removed, memory
+        #: closed): what was checked against an older one must be checked again
+        self.generation = 0
         self._index(regions, maps)
         self._lock = threading.Lock()
         self._closed = False
 
     def _index(self, regions: Sequence[MappedRegion], maps: Sequence[mmap.mmap]) -> None:
+        self.generation += 1
         order = sorted(range(len(regions)), key=lambda i: regions[i].guest_phys_addr)
         self.regions: tuple[MappedRegion, ...] = tuple(regions[i] for i in order)
         self._maps: tuple[mmap.mmap, ...] = tuple(maps[i] for i in order)
@@ -512,6 +516,7 @@ class GuestMemory:
             if self._closed:
                 return
             self._closed = True
+            self.generation += 1
         _unmap(self.regions, self._maps)
         self._maps = ()
         for region in self.regions:

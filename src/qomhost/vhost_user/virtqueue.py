@@ -142,6 +142,8 @@ _SMALL_SHAPES = {
     _chain_flags(n, split): split for n in range(1, _SMALL_TABLE + 1) for split in range(n + 1)
 }
 _SMALL_LINKS = {n: tuple(range(1, n)) for n in range(1, _SMALL_TABLE + 1)}
+# how many large tables a queue remembers having walked (_walk_large)
+_WALKED_TABLES = 16
 # a table of two descriptors, readable then writable (the qomhost crypto
 # frontend's requests, and a common shape for small virtio requests), read
 # in one unpack
@@ -470,6 +472,10 @@ class DeviceVirtqueue:
         # the used index at the last notification, for the event-idx rule
         self._signalled_used = 0
         self._signalled_valid = False
+        # large indirect tables walked lately, by their bytes, for the memory
+        # layout of that generation (see _walk_large)
+        self._walked: dict[bytes, _Walked] = {}
+        self._walked_generation = memory.generation
 
     @classmethod
     def from_vring_addr(
@@ -578,9 +584,10 @@ class DeviceVirtqueue:
                     return walked
             # a table of a few descriptors costs less the plain way
             if limit > _SHORT_TABLE:
-                walked = self._walk_small(table, limit) if limit <= _SMALL_TABLE else None
-                if walked is None and _NATIVE_LE:
-                    walked = self._walk_table(table)
+                if limit <= _SMALL_TABLE:
+                    walked = self._walk_small(table, limit)
+                else:
+                    walked = self._walk_large(table)
                 if walked is not None:
                     return walked
             addr, length, flags, nxt = _DESC.unpack_from(table, 0)
@@ -667,6 +674,33 @@ class DeviceVirtqueue:
             return None
         readable_len = sum(lens[:split])
         return list(addrs), list(lens), split, count, readable_len, sum(lens) - readable_len
+
+    def _walk_large(self, table: memoryview) -> _Walked | None:
+        """:meth:`_walk_table` for a table of more than :data:`_SMALL_TABLE`
+        descriptors, remembering the last :data:`_WALKED_TABLES` results.
+
+        Linux hands over a request's whole scatterlists (a 64 KiB request:
+        275 descriptors), and a process's AF_ALG requests come back to the
+        same pages, so the same tables recur a few ring slots apart: a copy
+        and a lookup cost a twentieth of the walk. A table is walked from
+        its copy, which is the key, and what was walked holds only for the
+        memory layout it was checked against.
+        """
+        if not _NATIVE_LE:
+            return None
+        key = bytes(table)
+        walked_tables = self._walked
+        if self._walked_generation != self.memory.generation:
+            walked_tables.clear()
+            self._walked_generation = self.memory.generation
+        walked = walked_tables.get(key)
+        if walked is None:
+            walked = self._walk_table(memoryview(key))
+            if walked is not None:
+                if len(walked_tables) >= _WALKED_TABLES:
+                    del walked_tables[next(iter(walked_tables))]  # the oldest
+                walked_tables[key] = walked
+        return walked
 
     def _walk_table(self, table: memoryview) -> _Walked | None:
         """:meth:`_walk` for an indirect table filled in order, with no loop in
