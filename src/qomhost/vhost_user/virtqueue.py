@@ -663,17 +663,7 @@ class DeviceVirtqueue:
         split = _SMALL_SHAPES.get(fields[2::4])
         if split is None or fields[3:-4:4] != _SMALL_LINKS[count]:
             return None
-        lens = fields[1::4]
-        if 0 in lens:
-            return None
-        addrs = fields[0::4]
-        low = min(addrs)
-        # as in _walk_table: one region holding the lowest start and the
-        # highest possible end holds every buffer
-        if not self.memory.contains(low, max(addrs) + max(lens) - low):
-            return None
-        readable_len = sum(lens[:split])
-        return list(addrs), list(lens), split, count, readable_len, sum(lens) - readable_len
+        return self._in_one_region(list(fields[0::4]), list(fields[1::4]), split)
 
     def _walk_large(self, table: memoryview) -> _Walked | None:
         """:meth:`_walk_table` for a table of more than :data:`_SMALL_TABLE`
@@ -716,20 +706,28 @@ class DeviceVirtqueue:
             or bytes(table[15:links:_DESC_SIZE]) != _NEXT_HI[: count - 1]
         ):
             return None
-        lens: list[int] = table.cast("I")[2 : 4 * count : 4].tolist()
-        if 0 in lens:
-            return None
-        addrs: list[int] = table.cast("Q")[0 : 2 * count : 2].tolist()
-        low = min(addrs)
-        # one region holding the lowest start and the highest possible end
-        # holds every buffer; otherwise the slow way checks each
-        if not self.memory.contains(low, max(addrs) + max(lens) - low):
-            return None
         split = found.end(1)
         if kinds[count - 1] == ord("R"):
             split = count
+        addrs: list[int] = table.cast("Q")[0 : 2 * count : 2].tolist()
+        return self._in_one_region(addrs, table.cast("I")[2 : 4 * count : 4].tolist(), split)
+
+    def _in_one_region(self, addrs: list[int], lens: list[int], split: int) -> _Walked | None:
+        """The walked chain of these buffers, the first ``split`` readable, if
+        none is empty and one region holds them all; ``None`` otherwise (the
+        walk one by one then says what is wrong, or maps buffers that
+        straddle regions).
+
+        One region holding the lowest start and the highest possible end
+        holds every buffer: one check instead of one per buffer.
+        """
+        if 0 in lens:
+            return None
+        low = min(addrs)
+        if not self.memory.contains(low, max(addrs) + max(lens) - low):
+            return None
         readable_len = sum(lens[:split])
-        return addrs, lens, split, count, readable_len, sum(lens) - readable_len
+        return addrs, lens, split, len(lens), readable_len, sum(lens) - readable_len
 
     def _indirect_table(self, addr: int, length: int) -> memoryview:
         try:
