@@ -68,9 +68,12 @@ def send_and_expect_close(path: Path, payload: bytes) -> dict[str, object]:
 
 
 def test_oversized_qmp_input_closes_without_growth(procs: Processes) -> None:
-    """A 70 MiB string and a 3 Mi-token array, twice each: QEMU's error, the
-    connection closed, the next client served, and RSS after the second round
-    within 32 MiB of after the first (the peak is bounded by QEMU's limits)."""
+    """A 70 MiB string and a 3 Mi-token array, three times each: QEMU's error,
+    the connection closed, the next client served, and RSS after the last round
+    within 32 MiB of after the one before (the peak is bounded by QEMU's
+    limits). Keeping either input would add more than that each round; the
+    first rounds may still settle the allocator's free lists (34 MiB between
+    the first two was seen once)."""
     path = procs.workdir / "m.qmp"
     _prog, proc = start(procs, "qomhost", *qmp_unix(path))
     proc.wait_listening(path)
@@ -80,7 +83,7 @@ def test_oversized_qmp_input_closes_without_growth(procs: Processes) -> None:
     size_error = {"error": {"class": "GenericError", "desc": "JSON token size limit exceeded"}}
     count_error = {"error": {"class": "GenericError", "desc": "JSON token count limit exceeded"}}
     after = []
-    for _round in range(2):
+    for _round in range(3):
         assert send_and_expect_close(path, string) == size_error
         assert send_and_expect_close(path, tokens) == count_error
         # A chardev serves one client at a time: the next one is served.
@@ -89,7 +92,7 @@ def test_oversized_qmp_input_closes_without_growth(procs: Processes) -> None:
             assert conn.execute("query-name") == {"return": {}}
         after.append(rss_kib(proc.pid))
     assert proc.running()
-    assert after[1] - after[0] < 32 * 1024, after
+    assert after[2] - after[1] < 32 * 1024, after
     assert rss_kib(proc.pid, "VmHWM") < 512 * 1024
 
 
