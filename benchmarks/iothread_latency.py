@@ -26,7 +26,11 @@ kick, as a virtio driver that polls its used ring) or blocks in epoll on
 the response eventfd (``block``); either kicks the request eventfd only
 while ``NO_KICK`` is 0 (always, but in the one row that sets it). **In-process**:
 the client is this process's main thread (``block`` only: a spinning client
-would hold the GIL the handler needs).
+would hold the GIL the handler needs), with the two threads where the
+scheduler puts them, pinned to one CPU, and pinned to two (``PLACEMENTS``):
+a polling loop hands the GIL to a thread on its own CPU by yielding the CPU,
+to one on the other CPU only if that thread wins the lock in the moment the
+yield lets it go.
 
 Each trial is ``N`` round trips after ``WARM`` unmeasured ones; trials of
 all variants are interleaved, and each figure is the median over trials of
@@ -39,11 +43,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import importlib.metadata
+import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +78,11 @@ class QomhostServer:
         assert isinstance(obj, IOThread) and obj.context is not None
         self.iothread = obj
         self.context = obj.context
+
+    @property
+    def thread_id(self) -> int:
+        """The iothread's native thread id."""
+        return self.iothread.thread_id
 
     def configure(self, poll_max_ns: int, yield_ns: int) -> None:
         """Set ``poll-max-ns`` as ``qom-set`` does (the window restarts at 0)."""
@@ -115,6 +126,12 @@ class AsyncioServer:
         self.loop = factory()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+
+    @property
+    def thread_id(self) -> int:
+        """The loop thread's native thread id."""
+        assert self.thread.native_id is not None
+        return self.thread.native_id
 
     def _in_loop(self, fn: Callable[[], object]) -> None:
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -200,6 +217,35 @@ def variants(uvloop_ok: bool) -> list[Variant]:
     return out
 
 
+#: where the in-process trials run the client (this process's main thread) and
+#: the server's loop thread: (CPUs of the two, or None: where the scheduler
+#: puts them; what it means). A polling loop hands the GIL to a thread on its
+#: own CPU by yielding the CPU, to one on another CPU only if that thread wins
+#: the lock in the moment the yield lets it go.
+PLACEMENTS: dict[str, tuple[tuple[int, int] | None, str]] = {
+    "as scheduled": (None, "both threads where the scheduler puts them"),
+    "one CPU": ((0, 0), "both threads pinned to the first CPU"),
+    "two CPUs": ((0, 1), "the client pinned to the first CPU, the server's thread to the second"),
+}
+
+
+@contextlib.contextmanager
+def pinned(server_tid: int, cpus: tuple[int, int] | None) -> Iterator[None]:
+    """Run this thread and ``server_tid`` on ``cpus`` (client's, server's) for
+    the block; ``None``: leave them be."""
+    if cpus is None:
+        yield
+        return
+    mine, theirs = os.sched_getaffinity(0), os.sched_getaffinity(server_tid)
+    os.sched_setaffinity(0, {cpus[0]})
+    os.sched_setaffinity(server_tid, {cpus[1]})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
+        os.sched_setaffinity(server_tid, theirs)
+
+
 def build_c_client(directory: Path) -> tuple[str]:
     """Compile ``ring_client.c`` into ``directory``; its command."""
     binary = directory / "ring_client"
@@ -276,7 +322,10 @@ class LatencyResult:
     uvloop_note: str
     #: by (variant name, client style, client language)
     cross: dict[tuple[str, str, str], list[Sample]] = field(default_factory=dict)
-    inproc: dict[str, list[Sample]] = field(default_factory=dict)
+    #: the in-process placements measured (keys of PLACEMENTS)
+    placements: list[str] = field(default_factory=list)
+    #: by (variant name, placement of the two threads: see PLACEMENTS)
+    inproc: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
     steal: float = 0.0
 
     @staticmethod
@@ -298,7 +347,10 @@ class LatencyResult:
             (f"{name} ({style}, {language} client)", samples)
             for (name, style, language), samples in self.cross.items()
         ]
-        runs += [(f"{name} (in-process)", samples) for name, samples in self.inproc.items()]
+        runs += [
+            (f"{name} (in-process, {placement})", samples)
+            for (name, placement), samples in self.inproc.items()
+        ]
         requests = sum(len(samples) for _, samples in runs) * self.round_trips
         recheck = f"the server's re-check ({RECHECK_NS // 1000} µs after it stopped polling)"
         lines = []
@@ -392,16 +444,17 @@ class LatencyResult:
         )
         return table(header, rows) + "\n\n" + "\n".join(lines)
 
-    def inproc_markdown(self) -> str:
-        """The in-process table and the goal line."""
+    def inproc_markdown(self, placement: str) -> str:
+        """The in-process table of one placement of the threads, and the goal lines."""
+        inproc = {name: v for (name, where), v in self.inproc.items() if where == placement}
         header = ["server", "p50 µs", "p99 µs", "p50 / blocking", "p99 / blocking"]
         header += ["by polling", "window ns", "kicked"]
-        b50 = self._med(self.inproc[self.variants[0].name], "p50_us")
-        b99 = self._med(self.inproc[self.variants[0].name], "p99_us")
+        b50 = self._med(inproc[self.variants[0].name], "p50_us")
+        b99 = self._med(inproc[self.variants[0].name], "p99_us")
         rows = []
         ratios: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         for v in self.variants:
-            samples = self.inproc[v.name]
+            samples = inproc[v.name]
             p50 = self._med(samples, "p50_us")
             p99 = self._med(samples, "p99_us")
             if v.polls and not v.no_kick:
@@ -451,8 +504,15 @@ class LatencyResult:
                 "client compiled with `gcc -O2`, as a guest's driver or a DPDK application is "
                 "compiled code; its spin loop has the `pause` a driver's `cpu_relax()` has):",
                 self.cross_markdown("C"),
-                "**In-process** (client: the main thread, `block` style):",
-                self.inproc_markdown(),
+                *(
+                    part
+                    for placement in self.placements
+                    for part in (
+                        f"**In-process, {placement}** (client: the main thread, `block` "
+                        f"style; {PLACEMENTS[placement][1]}):",
+                        self.inproc_markdown(placement),
+                    )
+                ),
                 '**Skipped kicks** (the "skips kicks" rows; the client skips its kick while '
                 "the server's loop polls, see `benchmarks/_ring.py`):",
                 self.stalls(),
@@ -475,6 +535,11 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
         note = "uvloop is not installed (`pip install -e '.[bench]'`): no uvloop row."
     chosen = variants("uvloop" in servers)
     result = LatencyResult(trials, round_trips, chosen, note)
+    result.placements = [
+        name
+        for name, (cpus, _why) in PLACEMENTS.items()
+        if cpus is None or max(cpus) < len(os.sched_getaffinity(0))
+    ]
     build = tempfile.TemporaryDirectory(prefix="qomhost-bench-")
     clients = {"Python": PYTHON_CLIENT, "C": build_c_client(Path(build.name))}
     try:
@@ -487,8 +552,10 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
                     for style in ("spin", "block"):
                         sample = trial(servers, v, style, False, round_trips, client)
                         result.cross.setdefault((v.name, style, language), []).append(sample)
-                sample = trial(servers, v, "block", True, round_trips)
-                result.inproc.setdefault(v.name, []).append(sample)
+                for placement in result.placements:
+                    with pinned(servers[v.kind].thread_id, PLACEMENTS[placement][0]):
+                        sample = trial(servers, v, "block", True, round_trips)
+                    result.inproc.setdefault((v.name, placement), []).append(sample)
             log(f"iothread_latency: {t + 1}/{trials} trials")
         result.steal = steal_percent(before, read_steal())
     finally:

@@ -107,7 +107,10 @@ def iothread_section(
         "about. The `block` client checks the ring once and then sleeps in epoll; whenever "
         "the answer is not there yet, its round trip includes its own wake-up, which no "
         "server can remove. The client runs in Python (`_ring.py`) and, with the same "
-        "protocol, in C (`ring_client.c`), whose own part is the kick's system call alone.",
+        "protocol, in C (`ring_client.c`), whose own part is the kick's system call alone. "
+        "In-process, the client thread and the server's thread run where the scheduler "
+        "puts them, pinned to one CPU, and pinned to one CPU each: which of these a run "
+        "gets when unpinned decides how well a polling loop hands the GIL over.",
         "",
         "### Round trips",
         "",
