@@ -218,10 +218,8 @@ def variants(uvloop_ok: bool) -> list[Variant]:
 
 
 #: where the in-process trials run the client (this process's main thread) and
-#: the server's loop thread: (CPUs of the two, or None: where the scheduler
-#: puts them; what it means). A polling loop hands the GIL to a thread on its
-#: own CPU by yielding the CPU, to one on another CPU only if that thread wins
-#: the lock in the moment the yield lets it go.
+#: the server's loop thread (see the module's docstring): (CPUs of the two, or
+#: None: where the scheduler puts them; what it means)
 PLACEMENTS: dict[str, tuple[tuple[int, int] | None, str]] = {
     "as scheduled": (None, "both threads where the scheduler puts them"),
     "one CPU": ((0, 0), "both threads pinned to the first CPU"),
@@ -535,14 +533,13 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
         note = "uvloop is not installed (`pip install -e '.[bench]'`): no uvloop row."
     chosen = variants("uvloop" in servers)
     result = LatencyResult(trials, round_trips, chosen, note)
+    allowed = os.sched_getaffinity(0)
     result.placements = [
-        name
-        for name, (cpus, _why) in PLACEMENTS.items()
-        if cpus is None or max(cpus) < len(os.sched_getaffinity(0))
+        name for name, (cpus, _why) in PLACEMENTS.items() if cpus is None or set(cpus) <= allowed
     ]
     build = tempfile.TemporaryDirectory(prefix="qomhost-bench-")
-    clients = {"Python": PYTHON_CLIENT, "C": build_c_client(Path(build.name))}
     try:
+        clients = {"Python": PYTHON_CLIENT, "C": build_c_client(Path(build.name))}
         before = read_steal()
         for t in range(trials):
             # rotate the order so that drift on a shared host hits every variant alike
