@@ -13,8 +13,12 @@ over the shared-memory rings of :mod:`_ring` and waits for the answer:
   explains the lost-wake-up race, the fence and the 1 ms re-check that
   bounds a lost kick). ``poll-max-ns`` 0 is a blocking loop; otherwise
   QEMU's adaptive window decides how long the loop polls before it blocks.
-  "no GIL yield" rows set ``AioContext.poll_yield_ns = 0`` (the poller then
-  holds the GIL for the whole window; see :mod:`qomhost.aio.context`).
+  Every ``poll_yield_ns`` (4 µs) of polling the loop yields the CPU and, when
+  another thread of the process is seen to need it, pauses without the GIL
+  (:mod:`qomhost.aio.gil`). "sched_yield only" rows keep the yields but take
+  out the pauses (what the loop did before they existed); "no GIL yield" rows
+  set ``AioContext.poll_yield_ns = 0`` (the poller then holds the GIL for the
+  whole window).
 * **asyncio** and **uvloop** (if installed: ``pip install -e '.[bench]'``):
   an event loop in its own thread waiting on the request eventfd with
   ``loop.add_reader``.
@@ -29,8 +33,8 @@ the client is this process's main thread (``block`` only: a spinning client
 would hold the GIL the handler needs), with the two threads where the
 scheduler puts them, pinned to one CPU, and pinned to two (``PLACEMENTS``):
 a polling loop hands the GIL to a thread on its own CPU by yielding the CPU,
-to one on the other CPU only if that thread wins the lock in the moment the
-yield lets it go.
+to one on the other CPU by pausing long enough for that thread to wake and
+take the lock (a yield alone lets it go for too short a moment).
 
 Each trial is ``N`` round trips after ``WARM`` unmeasured ones; trials of
 all variants are interleaved, and each figure is the median over trials of
@@ -58,6 +62,7 @@ from _common import ROOT, VENV_PYTHON, log, median, read_steal, steal_percent, t
 from _ring import RECHECK_NS, Channel, RingServer, Trips, client_round_trips
 
 from qomhost.aio.context import POLL_YIELD_NS, EventNotifier
+from qomhost.aio.gil import GilYield
 from qomhost.host import Host
 from qomhost.objects.iothread import IOTHREAD_POLL_MAX_NS_DEFAULT, IOThread
 
@@ -67,6 +72,10 @@ C_CLIENT_SOURCE = ROOT / "benchmarks" / "ring_client.c"
 WARM = 300
 #: polling windows measured besides 0 and the default
 LARGE_WINDOWS = (100_000, 1_000_000)
+
+
+def _no_pause() -> None:
+    """A pause that never lets go of the GIL (and so never sees a hand-over)."""
 
 
 class QomhostServer:
@@ -84,9 +93,12 @@ class QomhostServer:
         """The iothread's native thread id."""
         return self.iothread.thread_id
 
-    def configure(self, poll_max_ns: int, yield_ns: int) -> None:
-        """Set ``poll-max-ns`` as ``qom-set`` does (the window restarts at 0)."""
-        self.context.poll_yield_ns = yield_ns
+    def configure(self, poll_max_ns: int, gil: str) -> None:
+        """Set ``poll-max-ns`` as ``qom-set`` does (the window restarts at 0),
+        and how the loop lets go of the GIL (``Variant.gil``), afresh."""
+        self.context.poll_yield_ns = 0 if gil == "none" else POLL_YIELD_NS
+        self.context.gil_yield.close()
+        self.context.gil_yield = GilYield() if gil == "pauses" else GilYield(pause=_no_pause)
         self.host.set_property_json(self.iothread, "poll-max-ns", poll_max_ns)
 
     def attach(self, notifier: EventNotifier, server: RingServer, no_kick: bool = True) -> None:
@@ -165,7 +177,10 @@ class Variant:
     name: str
     kind: str  # "qomhost", "asyncio" or "uvloop"
     poll_max_ns: int = 0
-    yield_ns: int = POLL_YIELD_NS
+    #: how the polling loop lets go of the GIL: "pauses" (the default: yields,
+    #: and pauses while another thread needs the GIL), "yield" (yields only),
+    #: "none" (``poll_yield_ns`` 0)
+    gil: str = "pauses"
     no_kick: bool = False  # io_poll_begin/io_poll_end tell the client not to kick
 
     @property
@@ -199,9 +214,23 @@ def variants(uvloop_ok: bool) -> list[Variant]:
     for window in (IOTHREAD_POLL_MAX_NS_DEFAULT, *LARGE_WINDOWS):
         label = f"{window} (default)" if window == IOTHREAD_POLL_MAX_NS_DEFAULT else str(window)
         out.append(Variant(f"qomhost iothread, poll-max-ns={label}", "qomhost", window))
+    for window in LARGE_WINDOWS:
+        out.append(
+            Variant(
+                f"qomhost iothread, poll-max-ns={window}, sched_yield only",
+                "qomhost",
+                window,
+                gil="yield",
+            )
+        )
     for window in (IOTHREAD_POLL_MAX_NS_DEFAULT, *LARGE_WINDOWS):
         out.append(
-            Variant(f"qomhost iothread, poll-max-ns={window}, no GIL yield", "qomhost", window, 0)
+            Variant(
+                f"qomhost iothread, poll-max-ns={window}, no GIL yield",
+                "qomhost",
+                window,
+                gil="none",
+            )
         )
     # the effect of skipped kicks: the default window, the client not kicking
     # while the loop polls
@@ -269,7 +298,7 @@ def trial(
     client's command, to which the fds and the run's parameters are added."""
     server = servers[variant.kind]
     if isinstance(server, QomhostServer):
-        server.configure(variant.poll_max_ns, variant.yield_ns)
+        server.configure(variant.poll_max_ns, variant.gil)
     notifier = EventNotifier()
     channel = Channel(notifier.fd)
     loop = server.context if isinstance(server, QomhostServer) else None
@@ -450,13 +479,13 @@ class LatencyResult:
         b50 = self._med(inproc[self.variants[0].name], "p50_us")
         b99 = self._med(inproc[self.variants[0].name], "p99_us")
         rows = []
-        ratios: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        ratios: dict[str, list[tuple[float, float]]] = {"pauses": [], "yield": [], "none": []}
         for v in self.variants:
             samples = inproc[v.name]
             p50 = self._med(samples, "p50_us")
             p99 = self._med(samples, "p99_us")
             if v.polls and not v.no_kick:
-                ratios[v.yield_ns > 0].append((p50 / b50, p99 / b99))
+                ratios[v.gil].append((p50 / b50, p99 / b99))
             rows.append(
                 [
                     v.name,
@@ -473,12 +502,17 @@ class LatencyResult:
         def span(values: list[float]) -> str:
             return f"{min(values):.2f}–{max(values):.2f}×"
 
+        labels = {
+            "pauses": "as they are (yields and pauses)",
+            "yield": "with sched_yield only",
+            "none": "without the GIL yield",
+        }
         lines = [
-            f"- polling windows {label} the GIL yield, against qomhost's blocking loop: "
-            f"p50 {span([r[0] for r in ratios[yielding]])}, "
-            f"p99 {span([r[1] for r in ratios[yielding]])}"
-            for yielding, label in ((True, "with"), (False, "without"))
-            if ratios[yielding]
+            f"- polling windows {label}, against qomhost's blocking loop: "
+            f"p50 {span([r[0] for r in ratios[gil]])}, "
+            f"p99 {span([r[1] for r in ratios[gil]])}"
+            for gil, label in labels.items()
+            if ratios[gil]
         ]
         return table(header, rows) + "\n\n" + "\n".join(lines)
 

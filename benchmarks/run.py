@@ -98,9 +98,12 @@ def iothread_section(
         'second eventfd if the client sleeps). In the "client skips kicks while polled" '
         "row the handler also has `io_poll_begin`/`io_poll_end`, which keep a `NO_KICK` "
         "word set while the iothread polls, and the client skips its kick meanwhile, as a "
-        'virtio driver reading `VRING_USED_F_NO_NOTIFY` does. "no GIL yield" rows turn off '
-        "`AioContext.poll_yield_ns` (a `sched_yield()` every 4 µs of polling, which lets "
-        "go of the GIL and the CPU); the other rows have it. The `spin` client busy-waits "
+        "virtio driver reading `VRING_USED_F_NO_NOTIFY` does. Every 4 µs of polling the "
+        "loop calls `sched_yield()`, which lets go of the GIL and the CPU, and while "
+        "another thread of the process is seen to need the GIL it also pauses without it "
+        'for about 10 µs (`qomhost.aio.gil`); "sched_yield only" rows take out the pauses, '
+        '"no GIL yield" rows both (`AioContext.poll_yield_ns = 0`). The `spin` client '
+        "busy-waits "
         "for the answer, so its round trip is its own part (writing, publishing and "
         "kicking, measured apart: no server can answer faster) and the server's reaction: "
         "that is what the goal (polling p50 at most 0.2× the best blocking loop's) is "
@@ -109,8 +112,10 @@ def iothread_section(
         "server can remove. The client runs in Python (`_ring.py`) and, with the same "
         "protocol, in C (`ring_client.c`), whose own part is the kick's system call alone. "
         "In-process, the client thread and the server's thread run where the scheduler "
-        "puts them, pinned to one CPU, and pinned to one CPU each: which of these a run "
-        "gets when unpinned decides how well a polling loop hands the GIL over.",
+        "puts them, pinned to one CPU, and pinned to one CPU each: a thread on the "
+        "poller's CPU gets the GIL with the CPU, one on the other CPU needs the pauses, "
+        "and left to itself the scheduler tends to put the client beside a blocking loop "
+        "but away from a polling one, which keeps its CPU busy.",
         "",
         "### Round trips",
         "",

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from qomhost.aio.context import POLL_FIRST_STEP_NS, AioContext, EventNotifier
+from qomhost.aio.gil import GilYield
 
 
 class StepClock:
@@ -466,15 +467,11 @@ def test_close_twice(ctx: AioContext) -> None:
     ctx.close()
 
 
-def test_polling_yields_the_gil_every_poll_yield_ns(
-    ctx: AioContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A busy-polling window lets other threads run: ``sched_yield()`` about
-    every ``poll_yield_ns``, and never with ``poll_yield_ns = 0``."""
-    import qomhost.aio.context as context_module
-
+def test_polling_yields_the_gil_every_poll_yield_ns(ctx: AioContext) -> None:
+    """A busy-polling window lets other threads run: a yield about every
+    ``poll_yield_ns``, and never with ``poll_yield_ns = 0``."""
     yields: list[int] = []
-    monkeypatch.setattr(context_module.os, "sched_yield", lambda: yields.append(1))
+    ctx.gil_yield = GilYield(sched_yield=lambda: yields.append(1), pause=lambda: None)
     ctx.clock = StepClock(step=1000)
     ctx.set_poll_params(100000, 0, 0)
     polled = _Polled(ctx, ready_on=None)
@@ -484,7 +481,8 @@ def test_polling_yields_the_gil_every_poll_yield_ns(
         polled.notifier.set()
         ctx.run_once()
         # 40 us of polling at 1 us per clock read, a yield every 4 us
-        assert 8 <= len(yields) <= 11
+        # (the first also pauses: one more clock read)
+        assert 7 <= len(yields) <= 11
         yields.clear()
         ctx.poll_yield_ns = 0
         ctx.poll_ns = 40000
@@ -494,3 +492,52 @@ def test_polling_yields_the_gil_every_poll_yield_ns(
     finally:
         ctx.set_event_notifier(polled.notifier, None)
         polled.notifier.close()
+
+
+@pytest.mark.parametrize("placement", ["one CPU", "two CPUs"])
+def test_a_polling_window_does_not_starve_a_thread_waiting_for_the_gil(
+    ctx: AioContext, placement: str
+) -> None:
+    """While the loop busy-polls a handler that never finds work, a thread
+    that sleeps and wakes again and again (and needs the GIL each time it
+    wakes) makes progress within the window, whether it shares the loop's
+    CPU (the yield hands the CPU over) or has another one (the pauses hand
+    the GIL over). Without them it would wait for the window to end."""
+    cpus = sorted(os.sched_getaffinity(0))
+    loop_cpu = cpus[0] if placement == "one CPU" or len(cpus) == 1 else cpus[1]
+    window_ns = 20_000_000_000
+    ctx.set_poll_params(window_ns, 0, 0)
+    polled = _Polled(ctx, ready_on=None)
+    window_open = threading.Event()
+    steps_in_window = 0
+
+    def loop() -> None:
+        os.sched_setaffinity(0, {loop_cpu})
+        ctx.run_once(blocking=False)  # take the wake-up set_poll_params sent
+        ctx.poll_ns = window_ns
+        window_open.set()
+        ctx.run_once()  # polls until notify() ends the window
+        window_open.clear()
+
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpus[0]})
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        assert window_open.wait(10)
+        for _ in range(20):
+            time.sleep(0.002)  # lets go of the GIL; wants it back after 2 ms
+            if window_open.is_set():
+                steps_in_window += 1
+    finally:
+        ctx.notify()
+        thread.join(30)
+        os.sched_setaffinity(0, mine)
+        ctx.set_event_notifier(polled.notifier, None)
+        polled.notifier.close()
+    assert not thread.is_alive()
+    assert steps_in_window == 20
+    assert polled.polls > 1000  # it did poll all along
+    if placement == "two CPUs" and loop_cpu != cpus[0]:
+        # the thread on the other CPU took the GIL in the loop's pauses
+        assert ctx.gil_yield.contended_until > 0

@@ -16,8 +16,8 @@ One context runs in one thread. It offers what QEMU's offers:
   shrinks with QEMU's algorithm (:meth:`AioContext.adjust_polling`). As in
   QEMU with the epoll fd monitor, polling happens only while every handler
   has a poll callback. Unlike QEMU's, this poller holds a lock, the GIL, so
-  every ``poll_yield_ns`` it calls ``sched_yield()`` to let another thread
-  of the process (say, the one that writes the next request) run;
+  every ``poll_yield_ns`` it yields (:mod:`qomhost.aio.gil`) to let another
+  thread of the process (say, the one that writes the next request) run;
 * **poll begin/end** -- a handler may also have ``io_poll_begin`` and
   ``io_poll_end``: the loop calls the first when it starts busy-polling and
   the second when it stops to block, so that the handler can tell its peer
@@ -41,6 +41,8 @@ import itertools
 import os
 import select
 import time
+
+from qomhost.aio.gil import GilYield
 
 # The main loop is created at every start-up: no typing, dataclasses,
 # logging, threading or concurrent.futures here until they are needed.
@@ -235,14 +237,17 @@ class AioContext:
         self.poll_max_ns = 0
         self.poll_grow = 0
         self.poll_shrink = 0
-        #: while busy-polling, call ``sched_yield()`` this often (ns; 0:
-        #: never). Not a QEMU parameter: QEMU's poller holds no lock, but
-        #: a Python one holds the GIL, and a thread of this process that the
-        #: loop is waiting for (the one that will write the next request)
-        #: could not run until the window ends. Yielding lets it run; the
-        #: time it runs counts as waiting in the window arithmetic, so a
-        #: contended GIL also shrinks the window.
+        #: while busy-polling, yield this often (ns; 0: never). Not a QEMU
+        #: parameter: QEMU's poller holds no lock, but a Python one holds
+        #: the GIL, and a thread of this process that the loop is waiting
+        #: for (the one that will write the next request) could not run
+        #: until the window ends. Yielding lets it run; the time it runs
+        #: counts as waiting in the window arithmetic, so a contended GIL
+        #: also shrinks the window.
         self.poll_yield_ns = POLL_YIELD_NS
+        #: the yield: ``sched_yield()``, and a pause without the GIL while
+        #: another thread is seen to need it (see :mod:`qomhost.aio.gil`)
+        self.gil_yield = GilYield()
         self.aio_max_batch = 0
         self.thread_pool_min = 0
         self.thread_pool_max = 64
@@ -472,10 +477,9 @@ class AioContext:
         ``io_poll_end`` waits in :attr:`_ready` for :meth:`run_once`.
 
         The window is counted from ``start`` (default: now). Every
-        ``poll_yield_ns`` of polling the loop calls ``sched_yield()``, which
-        lets go of the GIL and the CPU for a moment (see
-        :attr:`poll_yield_ns`); time spent yielded counts as polling time,
-        so QEMU's window arithmetic sees it as part of the wait.
+        ``poll_yield_ns`` of polling the loop yields the CPU and the GIL
+        (:attr:`gil_yield`); time spent yielded counts as polling time, so
+        QEMU's window arithmetic sees it as part of the wait.
 
         With ``keep``, work found while nothing else is due (no bottom half,
         timer, wake-up, or epoll-only fd to look at) does not end the call:
@@ -498,7 +502,7 @@ class AioContext:
             deadline = start + max_ns
             yield_ns = self.poll_yield_ns
             next_yield = start + yield_ns if yield_ns > 0 else deadline
-            sched_yield = os.sched_yield
+            gil_yield = self.gil_yield
             # One handler is the common case (a virtqueue on its iothread):
             # it gets a path of its own, without the loop over handlers and
             # the call through _call, which shortens the time between two
@@ -558,7 +562,7 @@ class AioContext:
                 if now >= deadline:
                     break
                 if now >= next_yield:
-                    sched_yield()
+                    now = gil_yield(now, clock)
                     next_yield = now + yield_ns
             if timeout_ns > 0:
                 timeout_ns = max(0, timeout_ns - (now - start))
@@ -721,5 +725,6 @@ class AioContext:
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown()
+        self.gil_yield.close()
         self._epoll.close()
         os.close(self._notify_fd)
