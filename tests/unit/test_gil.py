@@ -35,6 +35,8 @@ class FakeHost:
         #: what the next yield or pause spends in the run queue
         self.queued_ns = 0
         self.waited: int | None = 0
+        #: other Python threads in the process
+        self.threads = 1
 
     def clock(self) -> int:
         return self.now
@@ -53,6 +55,9 @@ class FakeHost:
 
     def runqueue_wait(self) -> int | None:
         return self.waited
+
+    def other_threads(self) -> int:
+        return self.threads
 
     def poll_for(self, gil_yield: GilYield, ns: int) -> None:
         """Poll as the loop does: a yield every ``YIELD_EVERY_NS``, until ``ns`` passed."""
@@ -77,7 +82,7 @@ class FakeHost:
 
 def make() -> tuple[FakeHost, GilYield]:
     host = FakeHost()
-    gil_yield = GilYield(host.sched_yield, host.pause, host.runqueue_wait)
+    gil_yield = GilYield(host.sched_yield, host.pause, host.runqueue_wait, host.other_threads)
     host.poll_for(gil_yield, 100_000)  # the fastest yield and pause known
     host.one_yield(gil_yield, YIELD_NS + SLOW, queued_ns=YIELD_NS + SLOW)  # the first look
     assert gil_yield.contended_until == 0
@@ -96,7 +101,7 @@ def test_uncontended_it_pauses_once_per_probe_period() -> None:
 
 def test_the_first_yield_probes() -> None:
     host = FakeHost()
-    gil_yield = GilYield(host.sched_yield, host.pause, host.runqueue_wait)
+    gil_yield = GilYield(host.sched_yield, host.pause, host.runqueue_wait, host.other_threads)
     host.now = gil_yield(host.now, host.clock)
     assert len(host.pauses) == 1
 
@@ -144,6 +149,20 @@ def test_without_run_queue_figures_a_slow_pause_counts_and_a_slow_yield_does_not
     assert gil_yield.contended_until == host.now + CONTENDED_NS
 
 
+def test_alone_in_its_process_it_never_pauses() -> None:
+    """No other Python thread: nobody to hand the GIL to, nothing to probe
+    for, whatever the yields take."""
+    host, gil_yield = make()
+    host.threads = 0
+    before = len(host.pauses)
+    host.one_yield(gil_yield, yield_ns=YIELD_NS + SLOW)
+    host.poll_for(gil_yield, 3 * PROBE_NS)
+    assert len(host.pauses) == before
+    host.threads = 1
+    host.poll_for(gil_yield, PROBE_NS)
+    assert len(host.pauses) > before
+
+
 def test_each_hand_over_extends_contention() -> None:
     host, gil_yield = make()
     for _ in range(5):
@@ -155,7 +174,7 @@ def test_each_hand_over_extends_contention() -> None:
 def test_a_uniformly_slow_host_is_not_contention() -> None:
     """Judged against the fastest yield and pause seen, not fixed figures."""
     host = FakeHost()
-    gil_yield = GilYield(host.sched_yield, host.pause, host.runqueue_wait)
+    gil_yield = GilYield(host.sched_yield, host.pause, host.runqueue_wait, host.other_threads)
     host.yield_ns = 3 * HANDOVER_NS
     host.pause_ns = 5 * PAUSE_NS
     host.poll_for(gil_yield, 5 * PROBE_NS)

@@ -20,7 +20,8 @@ it happens to win the lock at one of the releases, or when the window ends.
   (:data:`PAUSE_NS`) for a waiter on another CPU to wake and take the lock;
 * uncontended, it pauses only once per :data:`PROBE_NS` of polling, to find
   out whether such a thread is waiting, so that a loop whose peers are
-  other processes keeps 99.8 % of its polling time.
+  other processes keeps 99.8 % of its polling time; and never while the
+  process has no other Python thread.
 
 A thread took the GIL if the yield or the pause took clearly longer than it
 takes alone (:data:`HANDOVER_NS` more than the fastest seen). Where that
@@ -55,8 +56,10 @@ __all__ = [
 #: to wake on another CPU on a busy virtual machine
 PAUSE_NS = 10_000
 #: how much longer than alone a yield or a pause must take to count as a
-#: hand-over (another thread held the GIL meanwhile)
-HANDOVER_NS = 4_000
+#: hand-over (another thread held the GIL meanwhile: the waker's wake-up and
+#: the other thread's work take longer than this; an interrupt, or a pause
+#: slowed by a neighbour on a shared machine, mostly less)
+HANDOVER_NS = 10_000
 #: uncontended, pause once per this much polling (0.2 % of the time); as long
 #: as CPython's switch interval, after which a waiter would force a switch
 #: if releases did not keep restarting its wait
@@ -136,8 +139,9 @@ class RunQueueWait:
 class GilYield:
     """The polling loop's yield: ``sched_yield()``, and a pause when it helps.
 
-    ``sched_yield``, ``pause`` and ``runqueue_wait`` are parameters so that
-    tests can drive the decisions with a fake clock.
+    ``sched_yield``, ``pause``, ``runqueue_wait`` and ``other_threads`` (how
+    many other Python threads the process has) are parameters so that tests
+    can drive the decisions with a fake clock.
     """
 
     __slots__ = (
@@ -146,6 +150,7 @@ class GilYield:
         "_next_probe",
         "_waited",
         "contended_until",
+        "other_threads",
         "pause",
         "runqueue_wait",
         "sched_yield",
@@ -156,9 +161,13 @@ class GilYield:
         sched_yield: Callable[[], None] = os.sched_yield,
         pause: Callable[[], None] = gil_free_pause,
         runqueue_wait: Callable[[], int | None] | None = None,
+        other_threads: Callable[[], int] = _thread._count,
     ) -> None:
         self.sched_yield = sched_yield
         self.pause = pause
+        # _thread._count(): running threads but the main one; whether or
+        # not this is the main thread, that is how many others there are
+        self.other_threads = other_threads
         self.runqueue_wait = RunQueueWait() if runqueue_wait is None else runqueue_wait
         #: the loop's clock until which every yield pauses
         self.contended_until = 0
@@ -177,11 +186,15 @@ class GilYield:
         if took < self._fastest_yield:
             self._fastest_yield = took
         elif took - self._fastest_yield > HANDOVER_NS:
-            if self._another_cpu(took - self._fastest_yield, on_unknown=False):
+            if self.other_threads() and self._another_cpu(
+                took - self._fastest_yield, on_unknown=False
+            ):
                 self.contended_until = after + CONTENDED_NS
             return after
         if after >= self.contended_until and after < self._next_probe:
             return after
+        if not self.other_threads():
+            return after  # nobody to hand the GIL to
         self.pause()
         end = clock()
         took = end - after
