@@ -56,9 +56,9 @@ __all__ = [
 #: to wake on another CPU on a busy virtual machine
 PAUSE_NS = 10_000
 #: how much longer than alone a yield or a pause must take to count as a
-#: hand-over (another thread held the GIL meanwhile: the waker's wake-up and
-#: the other thread's work take longer than this; an interrupt, or a pause
-#: slowed by a neighbour on a shared machine, mostly less)
+#: hand-over (another thread held the GIL meanwhile: its work and the poller's
+#: own wake-up when the lock comes back take longer than this; an interrupt,
+#: or a pause slowed by a neighbour on a shared machine, mostly less)
 HANDOVER_NS = 10_000
 #: uncontended, pause once per this much polling (0.2 % of the time); as long
 #: as CPython's switch interval, after which a waiter would force a switch
