@@ -505,6 +505,11 @@ def test_a_polling_window_does_not_starve_a_thread_waiting_for_the_gil(
     the GIL over). Without them it would wait for the window to end."""
     cpus = sorted(os.sched_getaffinity(0))
     loop_cpu = cpus[0] if placement == "one CPU" or len(cpus) == 1 else cpus[1]
+    if loop_cpu != cpus[0]:
+        # Where a hand-over went is known here (the threads are pinned
+        # apart), and its reading from the run queue, which other processes
+        # on a busy host blur, is tested in test_gil.py.
+        ctx.gil_yield = GilYield(runqueue_wait=lambda: 0)
     window_ns = 20_000_000_000
     ctx.set_poll_params(window_ns, 0, 0)
     polled = _Polled(ctx, ready_on=None)
@@ -525,10 +530,12 @@ def test_a_polling_window_does_not_starve_a_thread_waiting_for_the_gil(
     thread.start()
     try:
         assert window_open.wait(10)
+        polls_before = polled.polls
         for _ in range(20):
             time.sleep(0.002)  # lets go of the GIL; wants it back after 2 ms
             if window_open.is_set():
                 steps_in_window += 1
+        polls_during = polled.polls - polls_before
     finally:
         ctx.notify()
         thread.join(30)
@@ -537,7 +544,7 @@ def test_a_polling_window_does_not_starve_a_thread_waiting_for_the_gil(
         polled.notifier.close()
     assert not thread.is_alive()
     assert steps_in_window == 20
-    assert polled.polls > 1000  # it did poll all along
+    assert polls_during > 0  # the loop kept polling meanwhile
     if placement == "two CPUs" and loop_cpu != cpus[0]:
         # the thread on the other CPU took the GIL in the loop's pauses
         assert ctx.gil_yield.contended_until > 0

@@ -84,7 +84,6 @@ def make() -> tuple[FakeHost, GilYield]:
     host = FakeHost()
     gil_yield = GilYield(host.sched_yield, host.pause, host.runqueue_wait, host.other_threads)
     host.poll_for(gil_yield, 100_000)  # the fastest yield and pause known
-    host.one_yield(gil_yield, YIELD_NS + SLOW, queued_ns=YIELD_NS + SLOW)  # the first look
     assert gil_yield.contended_until == 0
     return host, gil_yield
 
@@ -122,9 +121,24 @@ def test_a_hand_over_to_another_cpu_in_a_pause_makes_every_yield_pause_for_a_whi
     assert len(host.pauses) - after <= 4
 
 
-def test_a_hand_over_to_another_cpu_in_a_yield_also_counts() -> None:
+def test_a_slow_yield_asleep_is_a_hand_over_to_another_cpu() -> None:
+    """The poller slept through a yield: it waited for the GIL, which a
+    thread on another CPU had won in the moment the yield let it go."""
     host, gil_yield = make()
+    host.now += PROBE_NS
+    host.now = gil_yield(host.now, host.clock)  # a probe: a reading to compare with
     host.one_yield(gil_yield, yield_ns=YIELD_NS + SLOW)
+    assert gil_yield.contended_until == host.now + CONTENDED_NS
+
+
+def test_run_queue_time_before_a_pause_does_not_count() -> None:
+    """Only the run-queue time of the pause itself says where its extra time
+    went: time queued earlier (say, in a yield) does not."""
+    host, gil_yield = make()
+    host.yield_ns, host.queued_ns = YIELD_NS + 3 * SLOW, 3 * SLOW
+    host.now = gil_yield(host.now, host.clock)  # a slow yield, queued
+    host.yield_ns, host.queued_ns = YIELD_NS, 0
+    host.one_yield(gil_yield, pause_ns=PAUSE_NS + SLOW)  # a slow pause, asleep
     assert gil_yield.contended_until == host.now + CONTENDED_NS
 
 

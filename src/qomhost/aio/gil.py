@@ -29,7 +29,9 @@ thread ran tells what it needs. If the poller spent the extra time waiting
 for a CPU (its run-queue wait, ``/proc/thread-self/schedstat``), a thread on
 its own CPU ran: the yields serve it, and pauses would only keep the CPU
 from it. If the poller slept instead, it waited for the GIL, held by a
-thread on another CPU: that one needs the pauses.
+thread on another CPU: that one needs the pauses. Around a pause the
+run-queue wait is read before and after; a yield is compared with the last
+reading, as reading it at every yield would cost a tenth of the polling.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ class GilYield:
         self._fastest_pause = 1 << 62
         # the first yield probes
         self._next_probe = 0
-        # the run-queue wait at the last look (None: not looked yet)
+        # the run-queue wait at the last reading
         self._waited: int | None = None
 
     def __call__(self, now: int, clock: Callable[[], int]) -> int:
@@ -186,8 +188,13 @@ class GilYield:
         if took < self._fastest_yield:
             self._fastest_yield = took
         elif took - self._fastest_yield > HANDOVER_NS:
-            if self.other_threads() and self._another_cpu(
-                took - self._fastest_yield, on_unknown=False
+            # A thread ran: on this CPU, which the yields serve, unless the
+            # poller slept meanwhile. The run-queue wait is compared with
+            # the last reading, not one taken before this yield (too dear
+            # at every yield): time queued since then counts as queued
+            # here, and, unknown, this CPU is the likelier.
+            if self.other_threads() and self._slept(
+                took - self._fastest_yield, self._waited, unknown=False
             ):
                 self.contended_until = after + CONTENDED_NS
             return after
@@ -195,32 +202,28 @@ class GilYield:
             return after
         if not self.other_threads():
             return after  # nobody to hand the GIL to
+        self._waited = waited = self.runqueue_wait()
         self.pause()
         end = clock()
         took = end - after
         if took < self._fastest_pause:
             self._fastest_pause = took
-        elif took - self._fastest_pause > HANDOVER_NS and self._another_cpu(
-            took - self._fastest_pause, on_unknown=True
+        elif took - self._fastest_pause > HANDOVER_NS and self._slept(
+            took - self._fastest_pause, waited, unknown=True
         ):
             self.contended_until = end + CONTENDED_NS
         self._next_probe = end + PROBE_NS
         return end
 
-    def _another_cpu(self, extra_ns: int, on_unknown: bool) -> bool:
-        """Whether a hand-over that cost ``extra_ns`` went to another CPU:
-        less than half of it was spent waiting for a CPU (which counts all
-        run-queue waits since the last look; they are rare in a polling
-        thread). ``on_unknown`` where the kernel does not say: a slow yield
-        most likely let a thread on this CPU run, a slow pause one on another.
-        """
-        waited = self.runqueue_wait()
-        if waited is None:
-            return on_unknown
-        before, self._waited = self._waited, waited
-        if before is None:
-            return on_unknown
-        return (waited - before) * 2 < extra_ns
+    def _slept(self, extra_ns: int, waited: int | None, unknown: bool) -> bool:
+        """Whether the poller spent most of ``extra_ns`` asleep (waiting for
+        the GIL, held on another CPU) rather than in the run queue, which it
+        had spent ``waited`` in before; ``unknown`` where the kernel does
+        not say."""
+        self._waited = now = self.runqueue_wait()
+        if waited is None or now is None:
+            return unknown
+        return (now - waited) * 2 < extra_ns
 
     def close(self) -> None:
         """Release what the run-queue reading holds."""
