@@ -97,6 +97,8 @@ class QomhostServer:
         """Set ``poll-max-ns`` as ``qom-set`` does (the window restarts at 0),
         and how the loop lets go of the GIL (``Variant.gil``), afresh."""
         self.context.poll_yield_ns = 0 if gil == "none" else POLL_YIELD_NS
+        # between trials the loop has no handler, so it does not poll and
+        # the old yield is not in use
         self.context.gil_yield.close()
         self.context.gil_yield = GilYield() if gil == "pauses" else GilYield(pause=_no_pause)
         self.host.set_property_json(self.iothread, "poll-max-ns", poll_max_ns)
