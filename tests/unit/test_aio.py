@@ -502,7 +502,7 @@ def test_a_polling_window_does_not_starve_a_thread_waiting_for_the_gil(
     that sleeps and wakes again and again (and needs the GIL each time it
     wakes) makes progress within the window, whether it shares the loop's
     CPU (the yield hands the CPU over) or has another one (the pauses hand
-    the GIL over). Without them it would wait for the window to end."""
+    the GIL over). Without them it could wait for the window to end."""
     cpus = sorted(os.sched_getaffinity(0))
     loop_cpu = cpus[0] if placement == "one CPU" or len(cpus) == 1 else cpus[1]
     if loop_cpu != cpus[0]:

@@ -59,6 +59,10 @@ class FakeHost:
     def other_threads(self) -> int:
         return self.threads
 
+    def gil_yield(self) -> GilYield:
+        """A ``GilYield`` on this host."""
+        return GilYield(self.sched_yield, self.pause, self.runqueue_wait, self.other_threads)
+
     def poll_for(self, gil_yield: GilYield, ns: int) -> None:
         """Poll as the loop does: a yield every ``YIELD_EVERY_NS``, until ``ns`` passed."""
         end = self.now + ns
@@ -82,7 +86,7 @@ class FakeHost:
 
 def make() -> tuple[FakeHost, GilYield]:
     host = FakeHost()
-    gil_yield = GilYield(host.sched_yield, host.pause, host.runqueue_wait, host.other_threads)
+    gil_yield = host.gil_yield()
     host.poll_for(gil_yield, 100_000)  # the fastest yield and pause known
     assert gil_yield.contended_until == 0
     return host, gil_yield
@@ -100,7 +104,7 @@ def test_uncontended_it_pauses_once_per_probe_period() -> None:
 
 def test_the_first_yield_probes() -> None:
     host = FakeHost()
-    gil_yield = GilYield(host.sched_yield, host.pause, host.runqueue_wait, host.other_threads)
+    gil_yield = host.gil_yield()
     host.now = gil_yield(host.now, host.clock)
     assert len(host.pauses) == 1
 
@@ -188,7 +192,7 @@ def test_each_hand_over_extends_contention() -> None:
 def test_a_uniformly_slow_host_is_not_contention() -> None:
     """Judged against the fastest yield and pause seen, not fixed figures."""
     host = FakeHost()
-    gil_yield = GilYield(host.sched_yield, host.pause, host.runqueue_wait, host.other_threads)
+    gil_yield = host.gil_yield()
     host.yield_ns = 3 * HANDOVER_NS
     host.pause_ns = 5 * PAUSE_NS
     host.poll_for(gil_yield, 5 * PROBE_NS)
