@@ -34,7 +34,10 @@ would hold the GIL the handler needs), with the two threads where the
 scheduler puts them, pinned to one CPU, and pinned to two (``PLACEMENTS``):
 a polling loop hands the GIL to a thread on its own CPU by yielding the CPU,
 to one on the other CPU by pausing long enough for that thread to wake and
-take the lock (a yield alone lets it go for too short a moment).
+take the lock (a yield alone lets it go for too short a moment). The
+scheduler seldom moves a thread during a trial, so the "as scheduled" trials
+start, in turn, from both placements (``AS_SCHEDULED_STARTS``), and the
+table says where each trial ended.
 
 Each trial is ``N`` round trips after ``WARM`` unmeasured ones; trials of
 all variants are interleaved, and each figure is the median over trials of
@@ -203,6 +206,12 @@ class Sample:
     kicked: float  # share of measured requests the client kicked
     lost_kicks: int  # requests found by the server's re-check, not kicked
     late_kicks: int  # ... kicked, but the kick came after the re-check
+    #: in-process: whether the client and the server's thread were last on
+    #: the same CPU when the trial ended
+    one_cpu: bool | None = None
+    #: in-process: how often the scheduler moved either thread to another CPU
+    #: during the trial (None where the kernel does not say)
+    migrations: int | None = None
 
 
 def variants(uvloop_ok: bool) -> list[Variant]:
@@ -258,6 +267,18 @@ PLACEMENTS: dict[str, tuple[tuple[int, int] | None, str]] = {
 }
 
 
+#: where the "as scheduled" trials start, in turn: the two threads are pinned
+#: there for :data:`SETTLE_ROUND_TRIPS` unmeasured round trips, then let go.
+#: The scheduler seldom moves either thread during a trial, so without this
+#: the placement would be the one the previous trial left: after a
+#: cross-process trial against a polling loop, whose thread kept its CPU
+#: while the client process ran on the other, the main thread wakes on
+#: the other CPU; after a blocking loop, often on the same one. Each row would
+#: then measure a different placement.
+AS_SCHEDULED_STARTS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1))
+SETTLE_ROUND_TRIPS = 50
+
+
 @contextlib.contextmanager
 def pinned(server_tid: int, cpus: tuple[int, int] | None) -> Iterator[None]:
     """Run this thread and ``server_tid`` on ``cpus`` (client's, server's) for
@@ -273,6 +294,31 @@ def pinned(server_tid: int, cpus: tuple[int, int] | None) -> Iterator[None]:
     finally:
         os.sched_setaffinity(0, mine)
         os.sched_setaffinity(server_tid, theirs)
+
+
+def last_cpu(tid: int) -> int:
+    """The CPU thread ``tid`` of this process last ran on (``/proc``'s "processor")."""
+    with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+        # the fields after the command name, which may hold spaces, start at
+        # the third; "processor" is the 39th
+        return int(f.read().rsplit(b")", 1)[1].split()[36])
+
+
+def migrations(tid: int) -> int | None:
+    """How often thread ``tid`` of this process has moved to another CPU so far."""
+    try:
+        with open(f"/proc/self/task/{tid}/sched") as f:
+            for line in f:
+                if line.startswith("se.nr_migrations"):
+                    return int(line.split()[-1])
+    except OSError:
+        pass
+    return None
+
+
+def _moves(tids: Sequence[int]) -> int | None:
+    counts = [migrations(tid) for tid in tids]
+    return None if None in counts else sum(c for c in counts if c is not None)
 
 
 def build_c_client(directory: Path) -> tuple[str]:
@@ -306,11 +352,18 @@ def trial(
     loop = server.context if isinstance(server, QomhostServer) else None
     handler = RingServer(channel, loop)
     server.attach(notifier, handler, variant.no_kick)
+    one_cpu = moved = None
     try:
         if in_process:
+            threads = (threading.get_native_id(), server.thread_id)
+            before = _moves(threads)
             trips = client_round_trips(
                 channel.words, notifier.fd, channel.resp_fd, style, round_trips, WARM
             )
+            after = _moves(threads)
+            one_cpu = last_cpu(threads[0]) == last_cpu(threads[1])
+            if before is not None and after is not None:
+                moved = after - before
         else:
             fds = channel.fds()
             argv = [*client, *map(str, fds), style]
@@ -338,6 +391,8 @@ def trial(
         trips.kicks / round_trips,
         handler.lost_kicks,
         handler.late_kicks,
+        one_cpu,
+        moved,
     )
 
 
@@ -477,7 +532,7 @@ class LatencyResult:
         """The in-process table of one placement of the threads, and the goal lines."""
         inproc = {name: v for (name, where), v in self.inproc.items() if where == placement}
         header = ["server", "p50 µs", "p99 µs", "p50 / blocking", "p99 / blocking"]
-        header += ["by polling", "window ns", "kicked"]
+        header += ["by polling", "window ns", "kicked", "on one CPU"]
         b50 = self._med(inproc[self.variants[0].name], "p50_us")
         b99 = self._med(inproc[self.variants[0].name], "p99_us")
         rows = []
@@ -498,6 +553,7 @@ class LatencyResult:
                     f"{100 * self._med(samples, 'polled'):.0f} %" if v.polls else "–",
                     self._window(samples) if v.polls else "–",
                     self._kicked(samples),
+                    f"{sum(bool(s.one_cpu) for s in samples)} of {len(samples)}",
                 ]
             )
 
@@ -516,7 +572,50 @@ class LatencyResult:
             for gil, label in labels.items()
             if ratios[gil]
         ]
+        if PLACEMENTS[placement][0] is None:
+            lines.append(self._by_placement(inproc))
         return table(header, rows) + "\n\n" + "\n".join(lines)
+
+    def _by_placement(self, inproc: dict[str, list[Sample]]) -> str:
+        """qomhost's rows as they are, their trials split by where the two
+        threads were at the end, each against the blocking loop's trials
+        that ended the same way: like compared with like."""
+        rows = [
+            v for v in self.variants if v.kind == "qomhost" and v.gil == "pauses" and not v.no_kick
+        ]
+        blocking = rows[0]
+
+        def p50(name: str, one_cpu: bool) -> tuple[float, int] | None:
+            chosen = [s for s in inproc[name] if bool(s.one_cpu) == one_cpu]
+            return (self._med(chosen, "p50_us"), len(chosen)) if chosen else None
+
+        def part(v: Variant, one_cpu: bool) -> str:
+            ours = p50(v.name, one_cpu)
+            if ours is None:
+                return "–"
+            text = f"{ours[0]:.1f} µs ({ours[1]}"
+            base = p50(blocking.name, one_cpu)
+            if v is not blocking and base is not None:
+                text += f", {ours[0] / base[0]:.2f}×"
+            return text + ")"
+
+        line = (
+            "- by where the two threads were when the trial ended, p50 on one CPU | on two "
+            "(trials, and the ratio to the blocking loop's trials that ended the same way): "
+            + "; ".join(
+                f"{v.name.removeprefix('qomhost iothread, ')} {part(v, True)} | {part(v, False)}"
+                for v in rows
+            )
+        )
+        moves = [s.migrations for samples in inproc.values() for s in samples]
+        if None not in moves:
+            moved = sum(1 for m in moves if m)
+            line += (
+                f". The scheduler moved a thread to the other CPU {sum(m or 0 for m in moves)} "
+                f"times during these {len(moves)} trials, in {moved} of them "
+                "(`se.nr_migrations`): a pair mostly stays where the trial finds it"
+            )
+        return line
 
     def markdown(self) -> str:
         """Both tables."""
@@ -526,7 +625,9 @@ class LatencyResult:
             f'during the run {self.steal:.1f} %. "by polling": share of requests the handler '
             'found through its poll callback rather than the eventfd; "window": the median '
             f'`poll_ns` when answering; "kicked": the share of requests the client kicked '
-            '(in the "skips kicks" row it skips the kick while the server\'s loop polls). '
+            '(in the "skips kicks" row it skips the kick while the server\'s loop polls); '
+            '"on one CPU" (in-process): the trials at whose end the client and the '
+            "server's thread were last on the same CPU. "
             f"{self.uvloop_note}"
         )
         return "\n\n".join(
@@ -573,6 +674,7 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
     result.placements = [
         name for name, (cpus, _why) in PLACEMENTS.items() if cpus is None or set(cpus) <= allowed
     ]
+    starts = [cpus for cpus in AS_SCHEDULED_STARTS if set(cpus) <= allowed]
     build = tempfile.TemporaryDirectory(prefix="qomhost-bench-")
     try:
         clients = {"Python": PYTHON_CLIENT, "C": build_c_client(Path(build.name))}
@@ -586,7 +688,14 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
                         sample = trial(servers, v, style, False, round_trips, client)
                         result.cross.setdefault((v.name, style, language), []).append(sample)
                 for placement in result.placements:
-                    with pinned(servers[v.kind].thread_id, PLACEMENTS[placement][0]):
+                    tid = servers[v.kind].thread_id
+                    cpus = PLACEMENTS[placement][0]
+                    if cpus is None and starts:
+                        # where the threads start is otherwise left by what
+                        # ran before (see AS_SCHEDULED_STARTS)
+                        with pinned(tid, starts[t % len(starts)]):
+                            trial(servers, v, "block", True, SETTLE_ROUND_TRIPS)
+                    with pinned(tid, cpus):
                         sample = trial(servers, v, "block", True, round_trips)
                     result.inproc.setdefault((v.name, placement), []).append(sample)
             log(f"iothread_latency: {t + 1}/{trials} trials")

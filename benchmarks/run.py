@@ -113,9 +113,12 @@ def iothread_section(
         "protocol, in C (`ring_client.c`), whose own part is the kick's system call alone. "
         "In-process, the client thread and the server's thread run where the scheduler "
         "puts them, pinned to one CPU, and pinned to one CPU each: a thread on the "
-        "poller's CPU gets the GIL with the CPU, one on the other CPU needs the pauses, "
-        "and left to itself the scheduler tends to put the client beside a blocking loop "
-        "but away from a polling one, which keeps its CPU busy.",
+        "poller's CPU gets the GIL with the CPU, one on the other CPU needs the pauses. "
+        "The scheduler seldom moves either thread during a trial, so a trial left to it "
+        'would run where the trial before left the threads; the "as scheduled" trials '
+        "therefore start, in turn, on one CPU and on two (50 unmeasured round trips "
+        "pinned), and the table counts the trials that ended with both threads on one "
+        "CPU.",
         "",
         "### Round trips",
         "",
