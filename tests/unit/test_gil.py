@@ -2,9 +2,10 @@
 
 Driven with a fake clock: the stand-ins for ``sched_yield()`` and the pause
 move it by what the case needs (a yield or a pause that took longer than
-alone means another thread held the GIL meanwhile), and a fake run-queue
-reading says whether the poller spent that time waiting for a CPU (a thread
-on its own CPU ran) or asleep (it waited for the GIL, held on another CPU).
+alone, the poller having left its CPU meanwhile, means another thread held
+the GIL), and a fake scheduling reading says whether the poller was switched
+out at all, and whether it spent that time waiting for a CPU (a thread on
+its own CPU ran) or asleep (it waited for the GIL, held on another CPU).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import zlib
 
 from qomhost.aio import gil
-from qomhost.aio.gil import CONTENDED_NS, HANDOVER_NS, PAUSE_NS, PROBE_NS, GilYield, RunQueueWait
+from qomhost.aio.gil import CONTENDED_NS, HANDOVER_NS, PAUSE_NS, PROBE_NS, GilYield, SchedStat
 
 YIELD_EVERY_NS = 4_000
 YIELD_NS = 1_000
@@ -35,33 +36,39 @@ class FakeHost:
         #: what the next yield or pause spends in the run queue
         self.queued_ns = 0
         self.waited: int | None = 0
+        #: times the poller was switched in; a slow yield or pause switches
+        #: it out and in again, unless its time is stolen
+        self.switches = 0
+        self.stolen = False
         #: other Python threads in the process
         self.threads = 1
 
     def clock(self) -> int:
         return self.now
 
-    def _spend(self, ns: int) -> None:
+    def _spend(self, ns: int, alone_ns: int) -> None:
         self.now += ns
         if self.waited is not None:
             self.waited += self.queued_ns
+        if ns > alone_ns and not self.stolen:
+            self.switches += 1
 
     def sched_yield(self) -> None:
-        self._spend(self.yield_ns)
+        self._spend(self.yield_ns, YIELD_NS)
 
     def pause(self) -> None:
         self.pauses.append(self.now)
-        self._spend(self.pause_ns)
+        self._spend(self.pause_ns, PAUSE_NS)
 
-    def runqueue_wait(self) -> int | None:
-        return self.waited
+    def schedstat(self) -> tuple[int, int] | None:
+        return None if self.waited is None else (self.waited, self.switches)
 
     def other_threads(self) -> int:
         return self.threads
 
     def gil_yield(self) -> GilYield:
         """A ``GilYield`` on this host."""
-        return GilYield(self.sched_yield, self.pause, self.runqueue_wait, self.other_threads)
+        return GilYield(self.sched_yield, self.pause, self.schedstat, self.other_threads)
 
     def poll_for(self, gil_yield: GilYield, ns: int) -> None:
         """Poll as the loop does: a yield every ``YIELD_EVERY_NS``, until ``ns`` passed."""
@@ -76,12 +83,15 @@ class FakeHost:
         yield_ns: int = YIELD_NS,
         pause_ns: int = PAUSE_NS,
         queued_ns: int = 0,
+        stolen: bool = False,
     ) -> None:
         """One yield, after a full probe period: it probes (pauses)."""
         self.yield_ns, self.pause_ns, self.queued_ns = yield_ns, pause_ns, queued_ns
+        self.stolen = stolen
         self.now += PROBE_NS
         self.now = gil_yield(self.now, self.clock)
         self.yield_ns, self.pause_ns, self.queued_ns = YIELD_NS, PAUSE_NS, 0
+        self.stolen = False
 
 
 def make() -> tuple[FakeHost, GilYield]:
@@ -158,6 +168,19 @@ def test_a_hand_over_on_this_cpu_needs_no_pauses() -> None:
     assert len(host.pauses) == before
 
 
+def test_time_taken_while_the_poller_kept_its_cpu_is_no_hand_over() -> None:
+    """A slow yield or pause that never switched the poller out lost its
+    time to the hypervisor or an interrupt: no thread took the GIL, and on
+    a shared host that happens all the time."""
+    host, gil_yield = make()
+    host.one_yield(gil_yield, yield_ns=YIELD_NS + 5 * SLOW, stolen=True)
+    host.one_yield(gil_yield, pause_ns=PAUSE_NS + 5 * SLOW, stolen=True)
+    assert gil_yield.contended_until == 0
+    before = len(host.pauses)
+    host.poll_for(gil_yield, PROBE_NS // 2)
+    assert len(host.pauses) == before
+
+
 def test_without_run_queue_figures_a_slow_pause_counts_and_a_slow_yield_does_not() -> None:
     host, gil_yield = make()
     host.waited = None
@@ -200,19 +223,23 @@ def test_a_uniformly_slow_host_is_not_contention() -> None:
     assert len(host.pauses) <= 6
 
 
-def test_run_queue_wait_is_the_calling_threads() -> None:
-    reading = RunQueueWait()
+def test_schedstat_is_the_calling_threads() -> None:
+    reading = SchedStat()
     try:
         mine = reading()
-        assert mine is not None and mine >= 0
-        theirs: list[int | None] = []
+        assert mine is not None and min(mine) >= 0
+        theirs: list[tuple[int, int] | None] = []
         thread = threading.Thread(target=lambda: theirs.append(reading()))
         thread.start()
         thread.join(10)
-        assert theirs[0] is not None and theirs[0] >= 0
-        # this thread's own figure again (the other thread is gone)
+        theirs_now = theirs[0]
+        assert theirs_now is not None and min(theirs_now) >= 0
+        time.sleep(0.001)  # switched out, and in again
+        # this thread's own figures again (the other thread is gone)
         again = reading()
-        assert again is not None and again >= mine
+        assert again is not None
+        assert again[0] >= mine[0]
+        assert again[1] > mine[1]
     finally:
         reading.close()
         reading.close()

@@ -24,14 +24,18 @@ it happens to win the lock at one of the releases, or when the window ends.
   process has no other Python thread.
 
 A thread took the GIL if the yield or the pause took clearly longer than it
-takes alone (:data:`HANDOVER_NS` more than the fastest seen). Where that
-thread ran tells what it needs. If the poller spent the extra time waiting
-for a CPU (its run-queue wait, ``/proc/thread-self/schedstat``), a thread on
-its own CPU ran: the yields serve it, and pauses would only keep the CPU
-from it. If the poller slept instead, it waited for the GIL, held by a
-thread on another CPU: that one needs the pauses. Around a pause the
-run-queue wait is read before and after; a yield is compared with the last
-reading, as reading it at every yield would cost a tenth of the polling.
+takes alone (:data:`HANDOVER_NS` more than the fastest seen) and the poller
+left its CPU meanwhile (``/proc/thread-self/schedstat`` counts the times a
+thread is switched in). A poller that never left its CPU lost the time to
+the hypervisor, which runs other guests on the same physical CPU, or to an
+interrupt: no thread of this process was involved. Where the thread that
+took the GIL ran tells what it needs. If the poller spent the extra time
+waiting for a CPU (its run-queue wait, from the same file), a thread on its
+own CPU ran: the yields serve it, and pauses would only keep the CPU from
+it. If the poller slept instead, it waited for the GIL, held by a thread on
+another CPU: that one needs the pauses. Around a pause the figures are read
+before and after; a yield is compared with the last reading, as reading them
+at every yield would cost a tenth of the polling.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ __all__ = [
     "PAUSE_NS",
     "PROBE_NS",
     "GilYield",
-    "RunQueueWait",
+    "SchedStat",
     "gil_free_pause",
 ]
 
@@ -102,8 +106,9 @@ def _timed(crc32: Callable[[bytes], int], data: bytes) -> int:
     return time.perf_counter_ns() - start
 
 
-class RunQueueWait:
-    """The calling thread's time spent runnable but not running (ns), so far.
+class SchedStat:
+    """The calling thread's scheduling figures so far: (time spent runnable
+    but not running in ns, times switched in to run).
 
     Read from ``/proc/thread-self/schedstat``, whose descriptor is kept open
     (a read is one ``pread``) and reopened if another thread calls. None
@@ -116,7 +121,7 @@ class RunQueueWait:
         self._fd = -1
         self._thread = 0
 
-    def __call__(self) -> int | None:
+    def __call__(self) -> tuple[int, int] | None:
         thread = _thread.get_ident()
         if thread != self._thread:
             self.close()
@@ -126,8 +131,9 @@ class RunQueueWait:
                 return None
             self._thread = thread
         try:
-            return int(os.pread(self._fd, 64, 0).split()[1])
-        except (OSError, IndexError, ValueError):
+            _running, waiting, switched_in = os.pread(self._fd, 64, 0).split()[:3]
+            return int(waiting), int(switched_in)
+        except (OSError, ValueError):
             return None
 
     def close(self) -> None:
@@ -141,28 +147,29 @@ class RunQueueWait:
 class GilYield:
     """The polling loop's yield: ``sched_yield()``, and a pause when it helps.
 
-    ``sched_yield``, ``pause``, ``runqueue_wait`` and ``other_threads`` (how
-    many other Python threads the process has) are parameters so that tests
-    can drive the decisions with a fake clock.
+    ``sched_yield``, ``pause``, ``schedstat`` (a :class:`SchedStat`
+    reading) and ``other_threads`` (how many other Python threads the
+    process has) are parameters so that tests can drive the decisions with a
+    fake clock.
     """
 
     __slots__ = (
         "_fastest_pause",
         "_fastest_yield",
         "_next_probe",
-        "_waited",
+        "_stat",
         "contended_until",
         "other_threads",
         "pause",
-        "runqueue_wait",
         "sched_yield",
+        "schedstat",
     )
 
     def __init__(
         self,
         sched_yield: Callable[[], None] = os.sched_yield,
         pause: Callable[[], None] = gil_free_pause,
-        runqueue_wait: Callable[[], int | None] | None = None,
+        schedstat: Callable[[], tuple[int, int] | None] | None = None,
         other_threads: Callable[[], int] = _thread._count,
     ) -> None:
         self.sched_yield = sched_yield
@@ -170,15 +177,15 @@ class GilYield:
         # _thread._count(): running threads but the main one; whether or
         # not this is the main thread, that is how many others there are
         self.other_threads = other_threads
-        self.runqueue_wait = RunQueueWait() if runqueue_wait is None else runqueue_wait
+        self.schedstat = SchedStat() if schedstat is None else schedstat
         #: the loop's clock until which every yield pauses
         self.contended_until = 0
         self._fastest_yield = 1 << 62
         self._fastest_pause = 1 << 62
         # the first yield probes
         self._next_probe = 0
-        # the run-queue wait at the last reading
-        self._waited: int | None = None
+        # the scheduling figures at the last reading
+        self._stat: tuple[int, int] | None = None
 
     def __call__(self, now: int, clock: Callable[[], int]) -> int:
         """Yield at ``now``, the loop's last read of ``clock``; return the clock after."""
@@ -188,13 +195,13 @@ class GilYield:
         if took < self._fastest_yield:
             self._fastest_yield = took
         elif took - self._fastest_yield > HANDOVER_NS:
-            # A thread ran: on this CPU, which the yields serve, unless the
-            # poller slept meanwhile. The run-queue wait is compared with
-            # the last reading, not one taken before this yield (too dear
-            # at every yield): time queued since then counts as queued
-            # here, and, unknown, this CPU is the likelier.
+            # Perhaps a thread ran: on this CPU, which the yields serve,
+            # unless the poller slept meanwhile. The figures are compared
+            # with the last reading, not one taken before this yield (too
+            # dear at every yield): a switch or time queued since then
+            # counts as this yield's, and, unknown, this CPU is the likelier.
             if self.other_threads() and self._slept(
-                took - self._fastest_yield, self._waited, unknown=False
+                took - self._fastest_yield, self._stat, unknown=False
             ):
                 self.contended_until = after + CONTENDED_NS
             return after
@@ -202,30 +209,33 @@ class GilYield:
             return after
         if not self.other_threads():
             return after  # nobody to hand the GIL to
-        self._waited = waited = self.runqueue_wait()
+        self._stat = before = self.schedstat()
         self.pause()
         end = clock()
         took = end - after
         if took < self._fastest_pause:
             self._fastest_pause = took
         elif took - self._fastest_pause > HANDOVER_NS and self._slept(
-            took - self._fastest_pause, waited, unknown=True
+            took - self._fastest_pause, before, unknown=True
         ):
             self.contended_until = end + CONTENDED_NS
         self._next_probe = end + PROBE_NS
         return end
 
-    def _slept(self, extra_ns: int, waited: int | None, unknown: bool) -> bool:
-        """Whether the poller spent most of ``extra_ns`` asleep (waiting for
-        the GIL, held on another CPU) rather than in the run queue, which it
-        had spent ``waited`` in before; ``unknown`` where the kernel does
-        not say."""
-        self._waited = now = self.runqueue_wait()
-        if waited is None or now is None:
+    def _slept(self, extra_ns: int, before: tuple[int, int] | None, unknown: bool) -> bool:
+        """Whether the poller, its figures ``before`` as given, was switched
+        out since and spent most of ``extra_ns`` asleep (waiting for the
+        GIL, held on another CPU) rather than in the run queue; ``unknown``
+        where the kernel does not say."""
+        self._stat = now = self.schedstat()
+        if before is None or now is None:
             return unknown
-        return (now - waited) * 2 < extra_ns
+        waited, switched_in = now[0] - before[0], now[1] - before[1]
+        if not switched_in:
+            return False  # it kept its CPU: the time was taken from under it
+        return waited * 2 < extra_ns
 
     def close(self) -> None:
-        """Release what the run-queue reading holds."""
-        if isinstance(self.runqueue_wait, RunQueueWait):
-            self.runqueue_wait.close()
+        """Release what the scheduling reading holds."""
+        if isinstance(self.schedstat, SchedStat):
+            self.schedstat.close()
