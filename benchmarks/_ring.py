@@ -49,8 +49,11 @@ Run as a program, this module is the client process of
 ``iothread_latency.py``: it inherits the memfd and both eventfds, makes
 ``N`` round trips after ``WARM`` unmeasured ones, and prints the round-trip
 times (ns, one line, space-separated), the client's own part of each (from
-its start to the request sent) on a second line and, on a third, how many of
-the measured requests it kicked (``ring_client.c`` is the same client in C)::
+its start to the request sent) on a second line, on a third how many of
+the measured requests it kicked, and on a fourth, for each measured request
+it slept for, its wake-up: from the server's response kick (the clock the
+server left in ``KICKED_AT``) to the client running again
+(``ring_client.c`` is the same client in C)::
 
     python _ring.py MEMFD REQ_FD RESP_FD spin|block N WARM
 """
@@ -78,6 +81,7 @@ RESP_TAIL = 24  # written by the client
 WANT_KICK = 32  # written by the client: 1 = kick the response eventfd
 NO_KICK = 40  # written by the server: 1 = its loop polls, no request kick needed
 KICKED = 48  # written by the client: the last head it decided to kick for
+KICKED_AT = 56  # written by the server: its CLOCK_MONOTONIC (ns) just before a response kick
 REQ_SLOTS = 64
 RESP_SLOTS = 128
 SLOTS = 64
@@ -255,6 +259,7 @@ class RingServer:
             resp += 1
         words[RESP_HEAD] = resp
         if words[WANT_KICK]:
+            words[KICKED_AT] = time.perf_counter_ns()  # CLOCK_MONOTONIC, as the client's
             os.eventfd_write(self.resp_fd, 1)
         words[REQ_TAIL] = tail
         self.tail = tail
@@ -269,13 +274,18 @@ class RingServer:
 
 class Trips(NamedTuple):
     """What a client measured: per request of the last ``n``, the round trip
-    and the client's own part of it (ns), and how many it kicked."""
+    and the client's own part of it (ns), how many it kicked, and its
+    wake-ups."""
 
     rtts: list[int]
     #: from the start to the request sent (written, published, kicked): no
     #: server can answer in less
     own: list[int]
     kicks: int
+    #: per request the client slept for: from the server's response kick to
+    #: the client running again (its epoll wait returned, and, in-process, it
+    #: has the GIL back): a part of the round trip no server can shorten
+    wakes: list[int]
 
 
 def client_round_trips(
@@ -298,6 +308,7 @@ def client_round_trips(
     resp_tail = words[RESP_TAIL]
     rtts = [0] * n
     own = [0] * n
+    wakes: list[int] = []
     kicks = 0
     try:
         for i in range(-warm, n):
@@ -317,12 +328,16 @@ def client_round_trips(
                 while words[RESP_HEAD] == resp_tail:
                     pass
             else:
+                woke = 0
                 while words[RESP_HEAD] == resp_tail:
                     ep.poll(-1)
+                    woke = now()
                     try:
                         os.eventfd_read(resp_fd)
                     except BlockingIOError:
                         pass
+                if woke and i >= 0:
+                    wakes.append(woke - words[KICKED_AT])
             t1 = now()
             if words[RESP_SLOTS + (resp_tail & MASK)] != i & 0xFFFF:
                 raise RuntimeError("wrong answer")
@@ -333,7 +348,7 @@ def client_round_trips(
                 own[i] = sent - t0
     finally:
         ep.close()
-    return Trips(rtts, own, kicks)
+    return Trips(rtts, own, kicks, wakes)
 
 
 def _main(argv: list[str]) -> None:
@@ -346,6 +361,7 @@ def _main(argv: list[str]) -> None:
     for values in (trips.rtts, trips.own):
         sys.stdout.write(" ".join(map(str, values)) + "\n")
     sys.stdout.write(f"{trips.kicks}\n")
+    sys.stdout.write(" ".join(map(str, trips.wakes)) + "\n")
 
 
 if __name__ == "__main__":

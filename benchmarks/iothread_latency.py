@@ -212,6 +212,9 @@ class Sample:
     #: in-process: how often the scheduler moved either thread to another CPU
     #: during the trial (None where the kernel does not say)
     migrations: int | None = None
+    #: p50 of the client's wake-ups (from the server's response kick to the
+    #: client running again), over the requests it slept for; None if none
+    wake_us: float | None = None
 
 
 def variants(uvloop_ok: bool) -> list[Variant]:
@@ -371,15 +374,18 @@ def trial(
             out = subprocess.run(
                 argv, pass_fds=fds, capture_output=True, text=True, check=True, timeout=120
             ).stdout
-            times, own, kicked = out.splitlines()
+            times, own, kicked, woke = out.split("\n")[:4]
             trips = Trips(
-                [int(x) for x in times.split()], [int(x) for x in own.split()], int(kicked)
+                [int(x) for x in times.split()],
+                [int(x) for x in own.split()],
+                int(kicked),
+                [int(x) for x in woke.split()],
             )
     finally:
         server.detach(notifier, handler)
         notifier.close()
         channel.close()
-    rtts, own_times = sorted(trips.rtts), sorted(trips.own)
+    rtts, own_times, wakes = sorted(trips.rtts), sorted(trips.own), sorted(trips.wakes)
     answered = handler.by_poll + handler.by_event + handler.rechecked
     windows = sorted(handler.windows)
     return Sample(
@@ -393,6 +399,7 @@ def trial(
         handler.late_kicks,
         one_cpu,
         moved,
+        _percentile(wakes, 0.5) if wakes else None,
     )
 
 
@@ -415,6 +422,11 @@ class LatencyResult:
     @staticmethod
     def _med(samples: list[Sample], attr: str) -> float:
         return median([getattr(s, attr) for s in samples])
+
+    @staticmethod
+    def _wake(samples: list[Sample]) -> str:
+        values = [s.wake_us for s in samples if s.wake_us is not None]
+        return f"{median(values):.1f}" if values else "–"
 
     @staticmethod
     def _window(samples: list[Sample]) -> str:
@@ -478,6 +490,7 @@ class LatencyResult:
                 "window ns",
                 "kicked",
             ]
+        header.append("block: client wake µs")
         rows = []
         for v in self.variants:
             row = [v.name]
@@ -492,6 +505,7 @@ class LatencyResult:
                     self._window(samples) if v.polls else "–",
                     self._kicked(samples),
                 ]
+            row.append(self._wake(cross[v.name, "block"]))
             rows.append(row)
         default = next(
             v.name for v in self.variants if v.poll_max_ns == IOTHREAD_POLL_MAX_NS_DEFAULT
@@ -532,7 +546,7 @@ class LatencyResult:
         """The in-process table of one placement of the threads, and the goal lines."""
         inproc = {name: v for (name, where), v in self.inproc.items() if where == placement}
         header = ["server", "p50 µs", "p99 µs", "p50 / blocking", "p99 / blocking"]
-        header += ["by polling", "window ns", "kicked", "on one CPU"]
+        header += ["by polling", "window ns", "kicked", "client wake µs", "on one CPU"]
         b50 = self._med(inproc[self.variants[0].name], "p50_us")
         b99 = self._med(inproc[self.variants[0].name], "p99_us")
         rows = []
@@ -553,6 +567,7 @@ class LatencyResult:
                     f"{100 * self._med(samples, 'polled'):.0f} %" if v.polls else "–",
                     self._window(samples) if v.polls else "–",
                     self._kicked(samples),
+                    self._wake(samples),
                     f"{sum(bool(s.one_cpu) for s in samples)} of {len(samples)}",
                 ]
             )
@@ -626,6 +641,9 @@ class LatencyResult:
             'found through its poll callback rather than the eventfd; "window": the median '
             f'`poll_ns` when answering; "kicked": the share of requests the client kicked '
             '(in the "skips kicks" row it skips the kick while the server\'s loop polls); '
+            '"client wake": the p50 over the requests a `block` client slept for of the time '
+            "from the server's response kick to the client running again (in-process, with "
+            "the GIL), a part of the round trip no server can shorten; "
             '"on one CPU" (in-process): the trials at whose end the client and the '
             "server's thread were last on the same CPU. "
             f"{self.uvloop_note}"

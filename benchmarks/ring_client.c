@@ -8,7 +8,9 @@
  *
  * prints the N measured round-trip times (ns, space-separated) on one line,
  * its own part of each (from its start to the request sent) on a second,
- * and how many of those requests it kicked on a third.
+ * how many of those requests it kicked on a third, and on a fourth, for each
+ * measured request it slept for, its wake-up: from the server's response
+ * kick (the clock the server left in KICKED_AT) to epoll_wait returning.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,6 +33,7 @@ enum {
     WANT_KICK = 32,
     NO_KICK = 40,
     KICKED = 48,
+    KICKED_AT = 56,
     REQ_SLOTS = 64,
     RESP_SLOTS = 128,
     MASK = 63,
@@ -73,9 +76,11 @@ int main(int argc, char **argv)
         die("mmap");
     uint64_t *rtts = calloc((size_t)n, sizeof(*rtts));
     uint64_t *own = calloc((size_t)n, sizeof(*own));
+    int64_t *wakes = calloc((size_t)n, sizeof(*wakes));
+    long n_wakes = 0;
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event event = {.events = EPOLLIN};
-    if (!rtts || !own || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, resp_fd, &event) < 0)
+    if (!rtts || !own || !wakes || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, resp_fd, &event) < 0)
         die("setting up");
     store(words, WANT_KICK, spin ? 0 : 1);
     uint64_t head = load(words, REQ_HEAD), resp_tail = load(words, RESP_TAIL);
@@ -93,7 +98,7 @@ int main(int argc, char **argv)
             if (i >= 0)
                 kicks++;
         }
-        uint64_t sent = now_ns();
+        uint64_t sent = now_ns(), woke = 0;
         while (load(words, RESP_HEAD) == resp_tail) {
             if (spin) {
                 /* as a driver's cpu_relax(): leave the server's stores room */
@@ -102,6 +107,7 @@ int main(int argc, char **argv)
             }
             if (epoll_wait(ep, &event, 1, -1) < 0 && errno != EINTR)
                 die("epoll_wait");
+            woke = now_ns();
             eventfd_t value;
             if (eventfd_read(resp_fd, &value) < 0 && errno != EAGAIN)
                 die("eventfd_read");
@@ -115,6 +121,8 @@ int main(int argc, char **argv)
         if (i >= 0) {
             rtts[i] = t1 - t0;
             own[i] = sent - t0;
+            if (woke)
+                wakes[n_wakes++] = (int64_t)(woke - load(words, KICKED_AT));
         }
     }
     for (long i = 0; i < n; i++)
@@ -123,5 +131,8 @@ int main(int argc, char **argv)
     for (long i = 0; i < n; i++)
         printf(i ? " %llu" : "%llu", (unsigned long long)own[i]);
     printf("\n%ld\n", kicks);
+    for (long i = 0; i < n_wakes; i++)
+        printf(i ? " %lld" : "%lld", (long long)wakes[i]);
+    printf("\n");
     return 0;
 }
