@@ -118,7 +118,9 @@ def iothread_section(
         'would run where the trial before left the threads; the "as scheduled" trials '
         "therefore start, in turn, on one CPU and on two (50 unmeasured round trips "
         "pinned), and the table counts the trials that ended with both threads on one "
-        "CPU.",
+        "CPU: a blocking pair is seldom runnable at once and often stays on one CPU, "
+        "while a polling loop keeps its CPU busy, and when its client wakes beside it the "
+        "load balancer moves one of the two to the idle CPU.",
         "",
         "### Round trips",
         "",
