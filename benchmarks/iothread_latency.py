@@ -320,8 +320,14 @@ def migrations(tid: int) -> int | None:
 
 
 def _moves(tids: Sequence[int]) -> int | None:
-    counts = [migrations(tid) for tid in tids]
-    return None if None in counts else sum(c for c in counts if c is not None)
+    """:func:`migrations` of these threads together."""
+    total = 0
+    for tid in tids:
+        count = migrations(tid)
+        if count is None:
+            return None
+        total += count
+    return total
 
 
 def build_c_client(directory: Path) -> tuple[str]:
@@ -549,8 +555,13 @@ class LatencyResult:
         header += ["by polling", "window ns", "kicked", "client wake µs", "on one CPU"]
         b50 = self._med(inproc[self.variants[0].name], "p50_us")
         b99 = self._med(inproc[self.variants[0].name], "p99_us")
+        labels = {
+            "pauses": "as they are (yields and pauses)",
+            "yield": "with sched_yield only",
+            "none": "without the GIL yield",
+        }
         rows = []
-        ratios: dict[str, list[tuple[float, float]]] = {"pauses": [], "yield": [], "none": []}
+        ratios: dict[str, list[tuple[float, float]]] = {gil: [] for gil in labels}
         for v in self.variants:
             samples = inproc[v.name]
             p50 = self._med(samples, "p50_us")
@@ -575,11 +586,6 @@ class LatencyResult:
         def span(values: list[float]) -> str:
             return f"{min(values):.2f}–{max(values):.2f}×"
 
-        labels = {
-            "pauses": "as they are (yields and pauses)",
-            "yield": "with sched_yield only",
-            "none": "without the GIL yield",
-        }
         lines = [
             f"- polling windows {label}, against qomhost's blocking loop: "
             f"p50 {span([r[0] for r in ratios[gil]])}, "
@@ -624,11 +630,10 @@ class LatencyResult:
         )
         moves = [s.migrations for samples in inproc.values() for s in samples]
         if None not in moves:
-            moved = sum(1 for m in moves if m)
             line += (
-                f". The scheduler moved a thread to the other CPU {sum(m or 0 for m in moves)} "
-                f"times during these {len(moves)} trials, in {moved} of them "
-                "(`se.nr_migrations`): a pair mostly stays where the trial finds it"
+                f". The scheduler moved a thread to the other CPU {sum(m for m in moves if m)} "
+                f"times during these {len(moves)} trials, in {sum(1 for m in moves if m)} of "
+                "them (`se.nr_migrations`)"
             )
         return line
 

@@ -103,8 +103,7 @@ def iothread_section(
         "another thread of the process is seen to need the GIL it also pauses without it "
         'for about 10 µs (`qomhost.aio.gil`); "sched_yield only" rows take out the pauses, '
         '"no GIL yield" rows both (`AioContext.poll_yield_ns = 0`). The `spin` client '
-        "busy-waits "
-        "for the answer, so its round trip is its own part (writing, publishing and "
+        "busy-waits for the answer, so its round trip is its own part (writing, publishing and "
         "kicking, measured apart: no server can answer faster) and the server's reaction: "
         "that is what the goal (polling p50 at most 0.2× the best blocking loop's) is "
         "about. The `block` client checks the ring once and then sleeps in epoll; whenever "
@@ -116,11 +115,12 @@ def iothread_section(
         "poller's CPU gets the GIL with the CPU, one on the other CPU needs the pauses. "
         "The scheduler seldom moves either thread during a trial, so a trial left to it "
         'would run where the trial before left the threads; the "as scheduled" trials '
-        "therefore start, in turn, on one CPU and on two (50 unmeasured round trips "
-        "pinned), and the table counts the trials that ended with both threads on one "
-        "CPU: a blocking pair is seldom runnable at once and often stays on one CPU, "
-        "while a polling loop keeps its CPU busy, and when its client wakes beside it the "
-        "load balancer moves one of the two to the idle CPU.",
+        "therefore start, in turn, on one CPU and on two "
+        f"({iothread_latency.SETTLE_ROUND_TRIPS} unmeasured round trips pinned), and the "
+        "table counts the trials that ended with both threads on one CPU: a blocking "
+        "pair is seldom runnable at once and often stays on one CPU, while a polling loop "
+        "keeps its CPU busy, and when its client wakes beside it the load balancer moves "
+        "one of the two to the idle CPU.",
         "",
         "### Round trips",
         "",
