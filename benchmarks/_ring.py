@@ -56,6 +56,10 @@ server left in ``KICKED_AT``) to the client running again
 (``ring_client.c`` is the same client in C)::
 
     python _ring.py MEMFD REQ_FD RESP_FD spin|block N WARM
+
+:func:`busy_poll` is a floor server: the poll callback and the answer in a
+bare loop, until the benchmark sets the ``STOP`` word (``ring_server.c`` is
+the same in C).
 """
 
 from __future__ import annotations
@@ -70,7 +74,15 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-__all__ = ["RECHECK_NS", "Channel", "RingServer", "Trips", "client_round_trips", "fence"]
+__all__ = [
+    "RECHECK_NS",
+    "Channel",
+    "RingServer",
+    "Trips",
+    "busy_poll",
+    "client_round_trips",
+    "fence",
+]
 
 SIZE = 4096
 #: word indexes (8 words = one 64-byte cache line apart)
@@ -82,6 +94,7 @@ WANT_KICK = 32  # written by the client: 1 = kick the response eventfd
 NO_KICK = 40  # written by the server: 1 = its loop polls, no request kick needed
 KICKED = 48  # written by the client: the last head it decided to kick for
 KICKED_AT = 56  # written by the server: its CLOCK_MONOTONIC (ns) just before a response kick
+STOP = 192  # written by the benchmark: 1 = a busy-poll floor server returns (after the slots)
 REQ_SLOTS = 64
 RESP_SLOTS = 128
 SLOTS = 64
@@ -270,6 +283,26 @@ class RingServer:
             self.by_event += 1
         if self.loop is not None:
             self.windows.append(self.loop.poll_ns)
+
+
+def busy_poll(server: RingServer) -> None:
+    """A floor: call ``server``'s poll callback and answer, in a loop with
+    nothing else in it, until the ``STOP`` word is set.
+
+    It never blocks, so it sets ``NO_KICK`` for good (the client need not
+    kick) and holds the GIL but for CPython's forced switches: the least a
+    Python server's round trip with this handler can take, against which
+    an event loop's own cost shows (run it in a thread of its own).
+    """
+    words = server.words
+    pending = server.pending
+    serve = server.serve_polled
+    words[NO_KICK] = 1
+    while True:
+        if pending():
+            serve()
+        elif words[STOP]:
+            return
 
 
 class Trips(NamedTuple):

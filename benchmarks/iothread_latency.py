@@ -22,6 +22,12 @@ over the shared-memory rings of :mod:`_ring` and waits for the answer:
 * **asyncio** and **uvloop** (if installed: ``pip install -e '.[bench]'``):
   an event loop in its own thread waiting on the request eventfd with
   ``loop.add_reader``.
+* **floors** (cross-process only): loops that do nothing but poll the ring
+  and never block, so the client never kicks them: the same handler called
+  by a bare Python ``while`` loop in a thread (:func:`_ring.busy_poll`), and
+  ``ring_server.c``, a C process. Against the first, what qomhost's loop
+  adds to a polled answer shows; against the second, what Python costs; and
+  both say whether the goal's bound is within reach on this machine at all.
 
 **Cross-process**: the client is another process (the venv Python running
 ``_ring.py``) that inherits the memfd and both eventfds. It either
@@ -56,13 +62,23 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from _common import ROOT, VENV_PYTHON, log, median, read_steal, steal_percent, table
-from _ring import RECHECK_NS, Channel, RingServer, Trips, client_round_trips
+from _ring import (
+    NO_KICK,
+    RECHECK_NS,
+    STOP,
+    Channel,
+    RingServer,
+    Trips,
+    busy_poll,
+    client_round_trips,
+)
 
 from qomhost.aio.context import POLL_YIELD_NS, EventNotifier
 from qomhost.aio.gil import GilYield
@@ -72,6 +88,7 @@ from qomhost.objects.iothread import IOTHREAD_POLL_MAX_NS_DEFAULT, IOThread
 #: the cross-process clients: the same protocol in Python and in C
 PYTHON_CLIENT = (VENV_PYTHON, str(ROOT / "benchmarks" / "_ring.py"))
 C_CLIENT_SOURCE = ROOT / "benchmarks" / "ring_client.c"
+C_SERVER_SOURCE = ROOT / "benchmarks" / "ring_server.c"
 WARM = 300
 #: polling windows measured besides 0 and the default
 LARGE_WINDOWS = (100_000, 1_000_000)
@@ -106,7 +123,9 @@ class QomhostServer:
         self.context.gil_yield = GilYield() if gil == "pauses" else GilYield(pause=_no_pause)
         self.host.set_property_json(self.iothread, "poll-max-ns", poll_max_ns)
 
-    def attach(self, notifier: EventNotifier, server: RingServer, no_kick: bool = True) -> None:
+    def attach(
+        self, notifier: EventNotifier, server: RingServer, channel: Channel, no_kick: bool = True
+    ) -> None:
         """Register the handler in the iothread; without ``no_kick``, with no
         ``io_poll_begin``/``io_poll_end`` (the client then always kicks)."""
         ctx = self.context
@@ -160,7 +179,9 @@ class AsyncioServer:
         self.loop.call_soon_threadsafe(run)
         done.result(10)
 
-    def attach(self, notifier: EventNotifier, server: RingServer, no_kick: bool = True) -> None:
+    def attach(
+        self, notifier: EventNotifier, server: RingServer, channel: Channel, no_kick: bool = True
+    ) -> None:
         """``add_reader`` on the request eventfd (no polling: the client always kicks)."""
         self._in_loop(lambda: self.loop.add_reader(notifier.fd, server.on_readable))
 
@@ -175,12 +196,71 @@ class AsyncioServer:
         self.loop.close()
 
 
+class PythonFloor:
+    """A floor: the handler's poll callback called by a bare Python loop
+    (:func:`_ring.busy_poll`) in a thread of its own, one per trial."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+
+    def attach(
+        self, notifier: EventNotifier, server: RingServer, channel: Channel, no_kick: bool = True
+    ) -> None:
+        """Start polling (``NO_KICK`` is set for good: the loop never blocks)."""
+        self.thread = threading.Thread(target=busy_poll, args=(server,), daemon=True)
+        self.thread.start()
+
+    def detach(self, notifier: EventNotifier, server: RingServer) -> None:
+        """Stop the loop and join its thread."""
+        server.words[STOP] = 1
+        if self.thread is not None:
+            self.thread.join(10)
+            self.thread = None
+
+    def close(self) -> None:
+        """Nothing outlives a trial."""
+
+
+class CFloor:
+    """A floor: ``ring_server.c``, a C process that only busy-polls the ring."""
+
+    def __init__(self, command: Sequence[str]) -> None:
+        self.command = tuple(command)
+        self.process: subprocess.Popen[str] | None = None
+
+    def attach(
+        self, notifier: EventNotifier, server: RingServer, channel: Channel, no_kick: bool = True
+    ) -> None:
+        """Start the process on the channel's mapping and response eventfd;
+        return once it polls (it has set ``NO_KICK``)."""
+        fds = (channel.memfd, channel.resp_fd)
+        self.process = subprocess.Popen(
+            [*self.command, *map(str, fds)], pass_fds=fds, stdout=subprocess.PIPE, text=True
+        )
+        while not channel.words[NO_KICK]:
+            if self.process.poll() is not None:
+                raise RuntimeError("ring_server exited before it polled")
+            time.sleep(0.001)
+
+    def detach(self, notifier: EventNotifier, server: RingServer) -> None:
+        """Stop the process and check that it answered."""
+        server.words[STOP] = 1
+        assert self.process is not None
+        out, _ = self.process.communicate(timeout=10)
+        self.process = None
+        if not int(out):
+            raise RuntimeError("ring_server answered nothing")
+
+    def close(self) -> None:
+        """Nothing outlives a trial."""
+
+
 @dataclass(frozen=True)
 class Variant:
     """A server and its settings."""
 
     name: str
-    kind: str  # "qomhost", "asyncio" or "uvloop"
+    kind: str  # "qomhost", "asyncio", "uvloop", or a floor: "python-floor", "c-floor"
     poll_max_ns: int = 0
     #: how the polling loop lets go of the GIL: "pauses" (the default: yields,
     #: and pauses while another thread needs the GIL), "yield" (yields only),
@@ -190,8 +270,13 @@ class Variant:
 
     @property
     def polls(self) -> bool:
-        """Whether this setting busy-polls."""
+        """Whether this setting is a qomhost loop that busy-polls."""
         return self.kind == "qomhost" and self.poll_max_ns > 0
+
+    @property
+    def floor(self) -> bool:
+        """Whether this is a bare busy-poll loop, not an event loop (cross-process only)."""
+        return self.kind.endswith("floor")
 
 
 @dataclass
@@ -257,6 +342,8 @@ def variants(uvloop_ok: bool) -> list[Variant]:
             no_kick=True,
         )
     )
+    out.append(Variant("floor: the same handler, bare Python busy-poll loop", "python-floor"))
+    out.append(Variant("floor: C busy-poll loop (`ring_server.c`)", "c-floor"))
     return out
 
 
@@ -330,12 +417,10 @@ def _moves(tids: Sequence[int]) -> int | None:
     return total
 
 
-def build_c_client(directory: Path) -> tuple[str]:
-    """Compile ``ring_client.c`` into ``directory``; its command."""
-    binary = directory / "ring_client"
-    subprocess.run(
-        ["gcc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(C_CLIENT_SOURCE)], check=True
-    )
+def build_c(source: Path, directory: Path) -> tuple[str]:
+    """Compile ``source`` into ``directory``; its command."""
+    binary = directory / source.stem
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(source)], check=True)
     return (str(binary),)
 
 
@@ -360,7 +445,7 @@ def trial(
     channel = Channel(notifier.fd)
     loop = server.context if isinstance(server, QomhostServer) else None
     handler = RingServer(channel, loop)
-    server.attach(notifier, handler, variant.no_kick)
+    server.attach(notifier, handler, channel, variant.no_kick)
     one_cpu = moved = None
     try:
         if in_process:
@@ -471,7 +556,7 @@ class LatencyResult:
 
     def best_blocking(self, samples: dict[str, list[Sample]]) -> tuple[str, float]:
         """The blocking loop with the lowest median p50: (name, p50 µs)."""
-        blocking = [v.name for v in self.variants if not v.polls]
+        blocking = [v.name for v in self.variants if not (v.polls or v.floor)]
         name = min(blocking, key=lambda n: self._med(samples[n], "p50_us"))
         return name, self._med(samples[name], "p50_us")
 
@@ -516,7 +601,7 @@ class LatencyResult:
         default = next(
             v.name for v in self.variants if v.poll_max_ns == IOTHREAD_POLL_MAX_NS_DEFAULT
         )
-        blocking = [v.name for v in self.variants if not v.polls]
+        blocking = [v.name for v in self.variants if not (v.polls or v.floor)]
         lines = []
         for style in styles:
             name, p50 = best[style]
@@ -544,9 +629,34 @@ class LatencyResult:
         lines.append(
             f"- the {language} client's own part of a request (from its start to the request "
             f"sent, the kick included): {own:.2f} µs at the median, **{floor:.2f}×** the best "
-            "blocking loop for the spin client: no server can answer faster"
+            "blocking loop for the spin client: no server it kicks can answer faster"
         )
+        lines.append(self._floors(cross, best["spin"][1]))
         return table(header, rows) + "\n\n" + "\n".join(lines)
+
+    def _floors(self, cross: dict[tuple[str, str], list[Sample]], best: float) -> str:
+        """The spin client's round trip with the bare loops, beside qomhost's
+        loop with the same (skipped) kicks, against the goal's bound."""
+        spin = {
+            v.kind: self._med(cross[v.name, "spin"], "p50_us") for v in self.variants if v.floor
+        }
+        ours = next(v.name for v in self.variants if v.no_kick)
+        loop = self._med(cross[ours, "spin"], "p50_us")
+        python, c = spin["python-floor"], spin["c-floor"]
+        bound = 0.2 * best
+        return (
+            f"- floors, spin client (it skips its kick, as the floors never block): a C loop "
+            f"that only polls answers in {c:.2f} µs ({c / best:.2f}×), a bare Python loop "
+            f"polling the same handler in {python:.2f} µs ({python / best:.2f}×); qomhost's "
+            f"default window with skipped kicks {loop:.2f} µs ({loop / best:.2f}×), so its "
+            f"loop adds {loop - python:+.2f} µs to the bare one. The goal's bound, 0.2× the "
+            f"best blocking loop, is {bound:.2f} µs: "
+            + (
+                "less than the bare Python loop takes, so no Python server reaches it here"
+                if bound < python
+                else "more than the bare Python loop takes"
+            )
+        )
 
     def inproc_markdown(self, placement: str) -> str:
         """The in-process table of one placement of the threads, and the goal lines."""
@@ -563,6 +673,8 @@ class LatencyResult:
         rows = []
         ratios: dict[str, list[tuple[float, float]]] = {gil: [] for gil in labels}
         for v in self.variants:
+            if v.floor:
+                continue
             samples = inproc[v.name]
             p50 = self._med(samples, "p50_us")
             p99 = self._med(samples, "p99_us")
@@ -680,7 +792,13 @@ class LatencyResult:
 
 def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
     """Measure every variant, both set-ups, trials interleaved."""
-    servers: dict[str, Any] = {"qomhost": QomhostServer()}
+    build = tempfile.TemporaryDirectory(prefix="qomhost-bench-")
+    clients = {"Python": PYTHON_CLIENT, "C": build_c(C_CLIENT_SOURCE, Path(build.name))}
+    servers: dict[str, Any] = {
+        "qomhost": QomhostServer(),
+        "python-floor": PythonFloor(),
+        "c-floor": CFloor(build_c(C_SERVER_SOURCE, Path(build.name))),
+    }
     import asyncio
 
     servers["asyncio"] = AsyncioServer(asyncio.new_event_loop)
@@ -698,9 +816,7 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
         name for name, (cpus, _why) in PLACEMENTS.items() if cpus is None or set(cpus) <= allowed
     ]
     starts = [cpus for cpus in AS_SCHEDULED_STARTS if set(cpus) <= allowed]
-    build = tempfile.TemporaryDirectory(prefix="qomhost-bench-")
     try:
-        clients = {"Python": PYTHON_CLIENT, "C": build_c_client(Path(build.name))}
         before = read_steal()
         for t in range(trials):
             # rotate the order so that drift on a shared host hits every variant alike
@@ -710,6 +826,8 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
                     for style in ("spin", "block"):
                         sample = trial(servers, v, style, False, round_trips, client)
                         result.cross.setdefault((v.name, style, language), []).append(sample)
+                if v.floor:
+                    continue  # a bare loop would hold the GIL the client needs
                 for placement in result.placements:
                     tid = servers[v.kind].thread_id
                     cpus = PLACEMENTS[placement][0]

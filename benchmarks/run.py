@@ -110,6 +110,10 @@ def iothread_section(
         "the answer is not there yet, its round trip includes its own wake-up, which no "
         "server can remove. The client runs in Python (`_ring.py`) and, with the same "
         "protocol, in C (`ring_client.c`), whose own part is the kick's system call alone. "
+        'The two "floor" rows are loops that only poll the ring and never block (so the '
+        "client never kicks): the same handler called by a bare Python loop, and a C loop "
+        "(`ring_server.c`); they show what qomhost's event loop adds to a polled answer, "
+        "what Python costs, and whether the goal's bound is within reach here at all. "
         "In-process, the client thread and the server's thread run where the scheduler "
         "puts them, pinned to one CPU, and pinned to one CPU each: a thread on the "
         "poller's CPU gets the GIL with the CPU, one on the other CPU needs the pauses. "
