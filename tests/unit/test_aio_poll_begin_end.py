@@ -602,3 +602,40 @@ def test_keep_polling_returns_for_a_bottom_half(ctx: AioContext, log: list[str])
     finally:
         ctx.set_event_notifier(ring.notifier, None)
         ring.notifier.close()
+
+
+@pytest.mark.parametrize("change", ["timer", "handler", "handler without io_poll"])
+def test_keep_polling_returns_for_a_change_made_by_a_handler(
+    ctx: AioContext, log: list[str], change: str
+) -> None:
+    """A timer or a registration made by the answer ends the iterations, so
+    that the next one sees it (a timeout, another handler, polling off)."""
+    ring = EagerRing(log, 3)
+    other = EventNotifier()
+    fired: list[str] = []
+
+    def ready() -> None:
+        EagerRing.ready(ring)
+        if ring.left != 1:
+            return
+        if change == "timer":
+            ctx.call_later(0, lambda: fired.append("timer"))
+        elif change == "handler":
+            ctx.set_event_notifier(other, lambda: None, io_poll=lambda: False)
+        else:
+            ctx.set_event_notifier(other, lambda: None)
+
+    ring.ready = ready  # type: ignore[method-assign]
+    ring.register(ctx)
+    try:
+        ring.publish()
+        assert ctx.run_once(keep_polling=True) is True
+        # two answers, then the change ended the iterations
+        assert log.count("ready") == 2
+        if change == "timer":
+            assert fired == ["timer"]
+    finally:
+        ctx.set_event_notifier(other, None)
+        other.close()
+        ctx.set_event_notifier(ring.notifier, None)
+        ring.notifier.close()

@@ -220,6 +220,11 @@ class AioContext:
         self._bh: list[Callable[[], None]] = []
         self._bh_lock = _thread.allocate_lock()
         self._timers: list[Timer] = []
+        #: bumped by every change that a polling window kept open after
+        #: finding work must not miss: a registration, a bottom half, a
+        #: timer (see _try_poll); one comparison per answer instead of one
+        #: per kind of change
+        self._changes = 0
         self._seq = itertools.count()
         self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._notified = False
@@ -289,6 +294,7 @@ class AioContext:
         after a guest was found hanging with notifications left off).
         """
         mask = (select.EPOLLIN if on_read else 0) | (select.EPOLLOUT if on_write else 0)
+        self._changes += 1
         old = self._handlers.pop(fd, None)
         if old is not None:
             self._forget(old)
@@ -373,6 +379,7 @@ class AioContext:
         """Run ``callback`` once in this context's thread (a bottom half)."""
         with self._bh_lock:
             self._bh.append(callback)
+            self._changes += 1
             if self._notified:
                 return
             self._notified = True
@@ -394,6 +401,7 @@ class AioContext:
 
         timer = Timer(self.clock() + int(delay_s * 1e9), next(self._seq), callback)
         heapq.heappush(self._timers, timer)
+        self._changes += 1
         return timer
 
     def submit(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
@@ -509,8 +517,12 @@ class AioContext:
             # looks at the ring. As in QEMU, one poll per clock read.
             only = len(pollers) == 1
             only_poll, only_ready = pollers[0]
-            # keep polling after a hit only if the window is all there is
+            # keep polling after a hit only if the window is all there is:
+            # then no bottom half or timer is due and polling is on, and
+            # until something changes (_changes) only a wake-up, the window's
+            # parameters or an epoll-only fd's turn can end the iterations
             keep = keep and timeout_ns < 0
+            changes = self._changes
             while True:
                 if self._kicked:
                     # A bottom half, a parameter change or a stop request:
@@ -542,20 +554,18 @@ class AioContext:
                                 _call(io_poll_ready, "poll ready handler")
                             break
                 if found:
+                    poll_ns = self.poll_ns
                     if not (
                         keep
-                        and self._pollers is pollers
-                        and self.poll_ns
-                        and not self._bh
-                        and not self._timers
+                        and poll_ns
+                        and self._changes == changes
                         and not self._kicked
-                        and not self._poll_disable_cnt
                         and not (self._epoll_only_cnt and self._epoll_only_due(now))
                     ):
                         self._polled_at = now
                         return True, 0, start
                     start = now = clock()
-                    deadline = start + self.poll_ns
+                    deadline = start + poll_ns
                     next_yield = start + yield_ns if yield_ns > 0 else deadline
                     continue
                 now = clock()
