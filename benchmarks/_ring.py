@@ -290,9 +290,9 @@ def busy_poll(server: RingServer) -> None:
     nothing else in it, until the ``STOP`` word is set.
 
     It never blocks, so it sets ``NO_KICK`` for good (the client need not
-    kick) and holds the GIL but for CPython's forced switches: the least a
-    Python server's round trip with this handler can take, against which
-    an event loop's own cost shows (run it in a thread of its own).
+    kick) and holds the GIL but for CPython's forced switches: about the
+    least a Python server's round trip with this handler takes, against
+    which an event loop's own cost shows (run it in a thread of its own).
     """
     words = server.words
     pending = server.pending
