@@ -85,7 +85,7 @@ __all__ = [
 ]
 
 SIZE = 4096
-#: word indexes (8 words = one 64-byte cache line apart)
+#: word indexes (8 words = one 64-byte cache line apart; ring.h has the same for C)
 REQ_HEAD = 0  # written by the client
 REQ_TAIL = 8  # written by the server
 RESP_HEAD = 16  # written by the server

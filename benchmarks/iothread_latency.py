@@ -421,13 +421,8 @@ def migrations(tid: int) -> int | None:
 
 def _moves(tids: Sequence[int]) -> int | None:
     """:func:`migrations` of these threads together."""
-    total = 0
-    for tid in tids:
-        count = migrations(tid)
-        if count is None:
-            return None
-        total += count
-    return total
+    counts = [migrations(tid) for tid in tids]
+    return None if None in counts else sum(c for c in counts if c is not None)
 
 
 def build_c(source: Path, directory: Path) -> tuple[str]:
@@ -456,7 +451,7 @@ def trial(
         server.configure(variant.poll_max_ns, variant.gil)
     notifier = EventNotifier()
     channel = Channel(notifier.fd)
-    loop = server.context if isinstance(server, QomhostServer | PythonFloor) else None
+    loop = getattr(server, "context", None)  # where the handler notes the window
     handler = RingServer(channel, loop)
     server.attach(notifier, handler, channel, variant.no_kick)
     one_cpu = moved = None
@@ -615,21 +610,24 @@ class LatencyResult:
             v.name for v in self.variants if v.poll_max_ns == IOTHREAD_POLL_MAX_NS_DEFAULT
         )
         blocking = [v.name for v in self.variants if not (v.polls or v.floor)]
+        # each trial's best blocking p50: ratios within a trial, whose
+        # variants ran minutes apart at most
+        best_range = {
+            style: [min(cross[b, style][t].p50_us for b in blocking) for t in range(self.trials)]
+            for style in styles
+        }
         lines = []
         for style in styles:
             name, p50 = best[style]
             ours = self._med(cross[default, style], "p50_us")
-            # the same ratio within each trial (its variants ran minutes apart at most)
             paired = [
-                sample.p50_us / min(cross[b, style][t].p50_us for b in blocking)
-                for t, sample in enumerate(cross[default, style])
-            ]
-            best_range = [
-                min(cross[b, style][t].p50_us for b in blocking) for t in range(self.trials)
+                sample.p50_us / trial_best
+                for sample, trial_best in zip(cross[default, style], best_range[style], strict=True)
             ]
             lines.append(
                 f"- {style} client: best blocking loop is {name.split(',')[0]} at {p50:.1f} µs "
-                f"(per trial {min(best_range):.1f}–{max(best_range):.1f} µs); default polling "
+                f"(per trial {min(best_range[style]):.1f}–{max(best_range[style]):.1f} µs); "
+                "default polling "
                 f"window {ours:.1f} µs = **{ours / p50:.2f}×** "
                 f"({'meets' if ours <= 0.2 * p50 else 'misses'} the 0.2× goal); within each "
                 f"trial {min(paired):.2f}–{max(paired):.2f}×, in "
@@ -644,12 +642,7 @@ class LatencyResult:
             f"sent, the kick included): {own:.2f} µs at the median, **{floor:.2f}×** the best "
             "blocking loop for the spin client: no server it kicks can answer faster"
         )
-        lines.append(
-            self._floors(
-                cross,
-                [min(cross[b, "spin"][t].p50_us for b in blocking) for t in range(self.trials)],
-            )
-        )
+        lines.append(self._floors(cross, best_range["spin"]))
         return table(header, rows) + "\n\n" + "\n".join(lines)
 
     def _floors(self, cross: dict[tuple[str, str], list[Sample]], best: list[float]) -> str:
@@ -819,13 +812,7 @@ class LatencyResult:
 
 def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
     """Measure every variant, both set-ups, trials interleaved."""
-    build = tempfile.TemporaryDirectory(prefix="qomhost-bench-")
-    clients = {"Python": PYTHON_CLIENT, "C": build_c(C_CLIENT_SOURCE, Path(build.name))}
-    servers: dict[str, Any] = {
-        "qomhost": QomhostServer(),
-        "python-floor": PythonFloor(),
-        "c-floor": CFloor(build_c(C_SERVER_SOURCE, Path(build.name))),
-    }
+    servers: dict[str, Any] = {"qomhost": QomhostServer(), "python-floor": PythonFloor()}
     import asyncio
 
     servers["asyncio"] = AsyncioServer(asyncio.new_event_loop)
@@ -843,7 +830,10 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
         name for name, (cpus, _why) in PLACEMENTS.items() if cpus is None or set(cpus) <= allowed
     ]
     starts = [cpus for cpus in AS_SCHEDULED_STARTS if set(cpus) <= allowed]
+    build = tempfile.TemporaryDirectory(prefix="qomhost-bench-")
     try:
+        clients = {"Python": PYTHON_CLIENT, "C": build_c(C_CLIENT_SOURCE, Path(build.name))}
+        servers["c-floor"] = CFloor(build_c(C_SERVER_SOURCE, Path(build.name)))
         before = read_steal()
         for t in range(trials):
             # rotate the order so that drift on a shared host hits every variant alike

@@ -13,54 +13,12 @@
  * kick (the clock the server left in KICKED_AT) to epoll_wait returning.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
-/* word indexes: the same as _ring.py's */
-enum {
-    SIZE = 4096,
-    REQ_HEAD = 0,
-    RESP_HEAD = 16,
-    RESP_TAIL = 24,
-    WANT_KICK = 32,
-    NO_KICK = 40,
-    KICKED = 48,
-    KICKED_AT = 56,
-    REQ_SLOTS = 64,
-    RESP_SLOTS = 128,
-    MASK = 63,
-};
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t load(volatile uint64_t *words, int i)
-{
-    return __atomic_load_n(&words[i], __ATOMIC_ACQUIRE);
-}
-
-static void store(volatile uint64_t *words, int i, uint64_t value)
-{
-    __atomic_store_n(&words[i], value, __ATOMIC_RELEASE);
-}
-
-static void die(const char *what)
-{
-    fprintf(stderr, "ring_client: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
+#include "ring.h"
 
 int main(int argc, char **argv)
 {

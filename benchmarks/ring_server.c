@@ -13,39 +13,10 @@
  * answered.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <time.h>
 
-/* word indexes: the same as _ring.py's */
-enum {
-    SIZE = 4096,
-    REQ_HEAD = 0,
-    REQ_TAIL = 8,
-    RESP_HEAD = 16,
-    WANT_KICK = 32,
-    NO_KICK = 40,
-    KICKED_AT = 56,
-    REQ_SLOTS = 64,
-    RESP_SLOTS = 128,
-    STOP = 192,
-    MASK = 63,
-};
-
-static uint64_t load(volatile uint64_t *words, int i)
-{
-    return __atomic_load_n(&words[i], __ATOMIC_ACQUIRE);
-}
-
-static void store(volatile uint64_t *words, int i, uint64_t value)
-{
-    __atomic_store_n(&words[i], value, __ATOMIC_RELEASE);
-}
+#include "ring.h"
 
 int main(int argc, char **argv)
 {
@@ -55,10 +26,8 @@ int main(int argc, char **argv)
     }
     int memfd = atoi(argv[1]), resp_fd = atoi(argv[2]);
     volatile uint64_t *words = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-    if (words == MAP_FAILED) {
-        fprintf(stderr, "ring_server: mmap: %s\n", strerror(errno));
-        return 1;
-    }
+    if (words == MAP_FAILED)
+        die("mmap");
     uint64_t tail = load(words, REQ_TAIL), resp = load(words, RESP_HEAD), answered = 0;
     store(words, NO_KICK, 1);
     for (;;) {
@@ -73,13 +42,9 @@ int main(int argc, char **argv)
             store(words, RESP_SLOTS + (int)(resp & MASK), load(words, REQ_SLOTS + (int)(tail & MASK)));
         store(words, RESP_HEAD, resp);
         if (load(words, WANT_KICK)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            store(words, KICKED_AT, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
-            if (eventfd_write(resp_fd, 1) < 0) {
-                fprintf(stderr, "ring_server: kick: %s\n", strerror(errno));
-                return 1;
-            }
+            store(words, KICKED_AT, now_ns());
+            if (eventfd_write(resp_fd, 1) < 0)
+                die("kick");
         }
         store(words, REQ_TAIL, tail);
     }
