@@ -291,6 +291,11 @@ class Variant:
         """Whether this is a bare busy-poll loop, not an event loop (cross-process only)."""
         return self.kind.endswith("floor")
 
+    @property
+    def blocks(self) -> bool:
+        """Whether this is an event loop that blocks: what the goal measures against."""
+        return not (self.polls or self.floor)
+
 
 @dataclass
 class Sample:
@@ -564,7 +569,7 @@ class LatencyResult:
 
     def best_blocking(self, samples: dict[str, list[Sample]]) -> tuple[str, float]:
         """The blocking loop with the lowest median p50: (name, p50 µs)."""
-        blocking = [v.name for v in self.variants if not (v.polls or v.floor)]
+        blocking = [v.name for v in self.variants if v.blocks]
         name = min(blocking, key=lambda n: self._med(samples[n], "p50_us"))
         return name, self._med(samples[name], "p50_us")
 
@@ -609,7 +614,7 @@ class LatencyResult:
         default = next(
             v.name for v in self.variants if v.poll_max_ns == IOTHREAD_POLL_MAX_NS_DEFAULT
         )
-        blocking = [v.name for v in self.variants if not (v.polls or v.floor)]
+        blocking = [v.name for v in self.variants if v.blocks]
         # each trial's best blocking p50: ratios within a trial, whose
         # variants ran minutes apart at most
         best_range = {
@@ -845,8 +850,8 @@ def run(trials: int = 11, round_trips: int = 1500) -> LatencyResult:
                         result.cross.setdefault((v.name, style, language), []).append(sample)
                 if v.floor:
                     continue  # a bare loop would hold the GIL the client needs
+                tid = servers[v.kind].thread_id
                 for placement in result.placements:
-                    tid = servers[v.kind].thread_id
                     cpus = PLACEMENTS[placement][0]
                     if cpus is None and starts:
                         # where the threads start is otherwise left by what
